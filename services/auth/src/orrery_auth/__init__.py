@@ -1,0 +1,1 @@
+"""Orrery's auth service: magic links, guests, JWT."""

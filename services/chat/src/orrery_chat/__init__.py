@@ -1,0 +1,1 @@
+"""Orrery's chat service: streamed turns and memory."""

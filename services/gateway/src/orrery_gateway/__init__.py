@@ -1,0 +1,1 @@
+"""Orrery's public edge: WebSocket, SSE and REST."""

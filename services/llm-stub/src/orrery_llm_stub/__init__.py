@@ -1,0 +1,1 @@
+"""An OpenAI-compatible offline stub server for development and tests."""
