@@ -1,0 +1,149 @@
+"""Subscribing a handler to an event topic: validation, bounded retries, and a dead-letter topic.
+
+A message that cannot be parsed, or whose handler keeps failing, is copied to `<topic>.dlq` with the error in
+its headers and the offset moves on: a poison message never blocks its partition and never vanishes.
+Infrastructure outages (database or network down) are different: dead-lettering every message during an
+outage would be wrong, so the offset is rewound and the message retried until the dependency is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from faststream.message import StreamMessage
+from pydantic import ValidationError
+
+from orrery_shared.events import Event, dlq_topic
+from orrery_shared.kafka.broker import event_headers
+from orrery_shared.logging import correlation_id
+from orrery_shared.metrics import EVENT_HANDLING_SECONDS, EVENTS_CONSUMED, EVENTS_DEAD_LETTERED
+
+log = logging.getLogger(__name__)
+
+E = TypeVar("E", bound=Event)
+Handler = Callable[[E], Awaitable[None]]
+
+MAX_ERROR_CHARS = 2_000
+
+
+class PermanentError(Exception):
+    """Raised by a handler for a message that can never succeed: it goes to the DLQ without retries."""
+
+
+def transient_errors() -> tuple[type[BaseException], ...]:
+    """Errors meaning a dependency is down, not that the message is bad."""
+    import redis.exceptions
+    import sqlalchemy.exc
+
+    return (
+        ConnectionError,
+        TimeoutError,
+        sqlalchemy.exc.OperationalError,
+        sqlalchemy.exc.InterfaceError,
+        redis.exceptions.ConnectionError,
+        redis.exceptions.TimeoutError,
+    )
+
+
+async def _raw_body(message: StreamMessage[Any]) -> bytes:
+    # Decoding is ours: FastStream must not fail on malformed JSON before we can dead-letter it.
+    return message.body
+
+
+class DeadLetters:
+    """Copies a failed message to its topic's DLQ, keeping the original bytes and key."""
+
+    def __init__(self, broker: KafkaBroker, group_id: str) -> None:
+        self.broker = broker
+        self.group_id = group_id
+
+    async def send(self, message: KafkaMessage, reason: str, error: str) -> None:
+        raw = message.raw_message
+        assert not isinstance(raw, tuple)
+        headers = dict((k, (v or b"").decode(errors="replace")) for k, v in raw.headers or [])
+        headers.update(
+            {
+                "x-dlq-reason": reason,
+                "x-dlq-error": error[:MAX_ERROR_CHARS],
+                "x-dlq-source-topic": raw.topic,
+                "x-dlq-source-partition": str(raw.partition),
+                "x-dlq-source-offset": str(raw.offset),
+                "x-dlq-consumer-group": self.group_id,
+            }
+        )
+        await self.broker.publish(message.body, dlq_topic(raw.topic), key=raw.key, headers=headers)
+        EVENTS_DEAD_LETTERED.labels(raw.topic, reason).inc()
+        log.warning("message dead-lettered", extra={"topic": raw.topic, "offset": raw.offset, "reason": reason})
+
+
+def subscribe(
+    broker: KafkaBroker,
+    event_type: type[E],
+    group_id: str,
+    handler: Handler[E],
+    *,
+    attempts: int = 3,
+    retry_delay: float = 0.05,
+    outage_delay: float = 1.0,
+) -> Any:
+    """Consume `event_type`'s topic in consumer group `group_id`, handing each valid event to `handler`."""
+    topic = event_type.TOPIC
+    dead_letters = DeadLetters(broker, group_id)
+    transient = transient_errors()
+
+    async def consume(body: bytes, message: KafkaMessage) -> None:
+        started = time.perf_counter()
+        try:
+            event = event_type.model_validate_json(body)
+        except ValidationError as error:
+            await dead_letters.send(message, "invalid", str(error))
+            EVENTS_CONSUMED.labels(topic, group_id, "invalid").inc()
+            return
+        token = correlation_id.set(event.correlation_id)
+        try:
+            outcome = await _handle(event, message)
+        finally:
+            correlation_id.reset(token)
+        EVENTS_CONSUMED.labels(topic, group_id, outcome).inc()
+        EVENT_HANDLING_SECONDS.labels(topic, group_id).observe(time.perf_counter() - started)
+
+    async def _handle(event: E, message: KafkaMessage) -> str:
+        for attempt in range(1, attempts + 1):
+            try:
+                await handler(event)
+                return "ok"
+            except PermanentError as error:
+                await dead_letters.send(message, "rejected", f"{type(error).__name__}: {error}")
+                return "rejected"
+            except transient as error:
+                # Rewind and retry later: the message is fine, a dependency is not.
+                log.warning("dependency unavailable; will retry", extra={"error": repr(error)})
+                await asyncio.sleep(outage_delay)
+                raise
+            except Exception as error:
+                if attempt == attempts:
+                    log.exception("handler failed; dead-lettering")
+                    await dead_letters.send(message, "handler_failed", f"{type(error).__name__}: {error}")
+                    return "failed"
+                await asyncio.sleep(retry_delay * 2 ** (attempt - 1))
+        raise AssertionError("unreachable")
+
+    return broker.subscriber(
+        topic,
+        group_id=group_id,
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        decoder=_raw_body,
+        title=f"{group_id}:{topic}",
+        description=(event_type.__doc__ or "").strip(),
+    )(consume)
+
+
+__all__ = ["DeadLetters", "PermanentError", "event_headers", "subscribe"]
