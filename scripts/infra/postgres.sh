@@ -39,7 +39,8 @@ HBA
   provision
 }
 
-psql_su() { PGOPTIONS="-c client_min_messages=warning" "$PGBIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -v ON_ERROR_STOP=1 -qAt "$@"; }
+# PG_HOST / PG_SUPERUSER (and PGPASSWORD) let `provision` prepare an external or containerised server too.
+psql_su() { PGOPTIONS="-c client_min_messages=warning" "$PGBIN/psql" -h "${PG_HOST:-127.0.0.1}" -p "$PG_PORT" -U "${PG_SUPERUSER:-postgres}" -v ON_ERROR_STOP=1 -qAt "$@"; }
 
 provision() {
   psql_su -d postgres -c "SELECT 1 FROM pg_database WHERE datname='orrery'" | grep -q 1 \

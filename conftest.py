@@ -1,0 +1,3 @@
+"""Fixtures shared by every test tier (see tests/support)."""
+
+pytest_plugins = ["tests.support.infra"]
