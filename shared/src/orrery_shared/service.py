@@ -44,14 +44,15 @@ def run_cli(
     parser.add_argument("command", choices=["serve", "migrate"], nargs="?", default="serve")
     args = parser.parse_args(argv)
     settings = load()
-    configure_logging(service, settings.log_level)
     if args.command == "migrate":
+        configure_logging(service, "WARNING")
         if not isinstance(settings, DatabaseServiceSettings) or versions_dir is None:
             print(f"{service} has no database to migrate")
             return
         migrations.upgrade(settings.database_url, settings.db_schema, versions_dir)
         print(f"{service}: schema {settings.db_schema} is at head")
         return
+    configure_logging(service, settings.log_level)
     app = create_app(settings)
     uvicorn.run(
         app,

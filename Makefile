@@ -1,0 +1,42 @@
+# The two commands a new machine needs are `make run` and `make test`; the rest are their parts.
+SHELL := /bin/bash
+PY := .venv/bin/python
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: run test deps infra-up infra-down migrate lint format docs bench clean
+
+run: deps infra-up migrate ## everything up, offline on the LLM stub; Ctrl-C stops it all
+	@$(PY) scripts/run_platform.py
+
+test: deps infra-up ## the whole suite against real Kafka, PostgreSQL and Redis
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+deps:
+	@bash scripts/bootstrap.sh
+
+infra-up:
+	@bash scripts/infra/up.sh
+
+infra-down:
+	@bash scripts/infra/down.sh
+
+migrate: deps infra-up
+	@for svc in auth character_gen chat dossier; do $(PY) -m orrery_$$svc migrate || exit 1; done
+
+lint: deps
+	@.venv/bin/ruff check .
+	@.venv/bin/ruff format --check .
+	@.venv/bin/mypy shared/src services/*/src
+
+format: deps
+	@.venv/bin/ruff check --fix .
+	@.venv/bin/ruff format .
+
+docs: deps ## regenerate the documents derived from code
+	@$(PY) -m orrery_shared.events.docs > docs/events.md
+
+bench: deps infra-up
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean: infra-down
+	rm -rf .orrery .venv
