@@ -30,7 +30,9 @@ class Service:
 
 def llm_stub_needed() -> bool:
     """The stub stands in for a provider unless one is configured."""
-    return not os.environ.get("ORRERY_LLM_PROVIDERS") and importlib.util.find_spec("orrery_llm_stub.__main__") is not None
+    return (
+        not os.environ.get("ORRERY_LLM_PROVIDERS") and importlib.util.find_spec("orrery_llm_stub.__main__") is not None
+    )
 
 
 def services() -> list[Service]:

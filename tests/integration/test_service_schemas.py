@@ -36,9 +36,7 @@ def test_a_service_role_uses_its_own_schema(migrated: Infra, schema: str) -> Non
         assert version is not None
 
 
-@pytest.mark.parametrize(
-    ("own", "other"), [p for p in itertools.permutations(sorted(SERVICE_ROLES.values()), 2)]
-)
+@pytest.mark.parametrize(("own", "other"), [p for p in itertools.permutations(sorted(SERVICE_ROLES.values()), 2)])
 def test_a_service_role_cannot_read_or_write_another_services_schema(migrated: Infra, own: str, other: str) -> None:
     with psycopg.connect(_psycopg_url(migrated.role_url(f"orrery_{own}")), autocommit=True) as conn:
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match=f"permission denied for schema {other}"):
@@ -48,6 +46,6 @@ def test_a_service_role_cannot_read_or_write_another_services_schema(migrated: I
 
 
 def test_a_service_role_cannot_create_objects_in_the_public_schema(migrated: Infra) -> None:
-    with psycopg.connect(_psycopg_url(migrated.role_url("orrery_chat")), autocommit=True) as conn:
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            conn.execute("CREATE TABLE public.intruder (x int)")
+    url = _psycopg_url(migrated.role_url("orrery_chat"))
+    with psycopg.connect(url, autocommit=True) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute("CREATE TABLE public.intruder (x int)")

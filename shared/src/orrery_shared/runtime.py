@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 
 from orrery_shared.db import Database, OutboxRelay, make_engine
 from orrery_shared.health import Check
-from orrery_shared.kafka import ensure_topics, make_broker
+from orrery_shared.kafka import ensure_topics, flush_offsets, make_broker
 from orrery_shared.redis import make_redis
 from orrery_shared.settings import DatabaseServiceSettings, ServiceSettings
 
@@ -68,6 +68,7 @@ class Runtime:
     async def stop(self) -> None:
         if self.relay:
             await self.relay.stop()
+        await flush_offsets(self.broker)
         await self.broker.stop()
         if self.db:
             await self.db.dispose()

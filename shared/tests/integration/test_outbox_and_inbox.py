@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 
 from orrery_shared.db import Database, OutboxRelay, Transaction, idempotent
 from orrery_shared.events import UserRegistered, dlq_topic
-from orrery_shared.kafka import encode, ensure_topics, event_headers, make_broker, subscribe
+from orrery_shared.kafka import encode, ensure_topics, event_headers, flush_offsets, make_broker, subscribe
 from orrery_shared.settings import KafkaSettings
 from tests.support.infra import Infra
 from tests.support.kafka_control import DisposableKafka
@@ -51,6 +51,7 @@ class Pipeline:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.relay.stop()
+        await flush_offsets(self.broker)
         await self.broker.stop()
 
     def handled(self) -> float:
@@ -71,7 +72,9 @@ async def applied_counts(db: Database, events: list[UserRegistered]) -> dict[UUI
     ids = [e.event_id for e in events]
     async with db.engine.connect() as conn:
         rows = await conn.execute(
-            sa.select(applied.c.event_id, sa.func.count()).where(applied.c.event_id.in_(ids)).group_by(applied.c.event_id)
+            sa.select(applied.c.event_id, sa.func.count())
+            .where(applied.c.event_id.in_(ids))
+            .group_by(applied.c.event_id)
         )
         return {row[0]: row[1] for row in rows}
 

@@ -8,8 +8,8 @@ import sys
 import pytest
 from pydantic import ValidationError
 
-from orrery_shared.settings import describe_validation_error
 from orrery_chat.settings import ChatSettings
+from orrery_shared.settings import describe_validation_error
 
 
 def test_a_bad_database_url_is_named_by_its_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:

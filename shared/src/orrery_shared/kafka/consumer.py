@@ -4,6 +4,7 @@ A message that cannot be parsed, or whose handler keeps failing, is copied to `<
 its headers and the offset moves on: a poison message never blocks its partition and never vanishes.
 Infrastructure outages (database or network down) are different: dead-lettering every message during an
 outage would be wrong, so the offset is rewound and the message retried until the dependency is back.
+Offsets are committed in the background after handling (see offsets.py): at-least-once delivery.
 """
 
 from __future__ import annotations
@@ -11,17 +12,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
-from faststream.kafka.annotations import KafkaMessage
+from faststream.kafka.message import KafkaAckableMessage
 from faststream.message import StreamMessage
 from pydantic import ValidationError
 
 from orrery_shared.events import Event, dlq_topic
 from orrery_shared.kafka.broker import event_headers
+from orrery_shared.kafka.offsets import OffsetCommitter
 from orrery_shared.logging import correlation_id
 from orrery_shared.metrics import EVENT_HANDLING_SECONDS, EVENTS_CONSUMED, EVENTS_DEAD_LETTERED
 
@@ -31,6 +34,15 @@ E = TypeVar("E", bound=Event)
 Handler = Callable[[E], Awaitable[None]]
 
 MAX_ERROR_CHARS = 2_000
+
+
+_COMMITTERS: weakref.WeakKeyDictionary[KafkaBroker, list[OffsetCommitter]] = weakref.WeakKeyDictionary()
+
+
+async def flush_offsets(broker: KafkaBroker) -> None:
+    """Commit what `broker`'s subscribers have handled; call before stopping the broker."""
+    for committer in _COMMITTERS.get(broker, []):
+        await committer.close()
 
 
 class PermanentError(Exception):
@@ -64,7 +76,7 @@ class DeadLetters:
         self.broker = broker
         self.group_id = group_id
 
-    async def send(self, message: KafkaMessage, reason: str, error: str) -> None:
+    async def send(self, message: KafkaAckableMessage, reason: str, error: str) -> None:
         raw = message.raw_message
         assert not isinstance(raw, tuple)
         headers = dict((k, (v or b"").decode(errors="replace")) for k, v in raw.headers or [])
@@ -97,24 +109,33 @@ def subscribe(
     topic = event_type.TOPIC
     dead_letters = DeadLetters(broker, group_id)
     transient = transient_errors()
+    committer = OffsetCommitter()
+    _COMMITTERS.setdefault(broker, []).append(committer)
 
-    async def consume(body: bytes, message: KafkaMessage) -> None:
+    async def consume(body: bytes) -> None:
         started = time.perf_counter()
+        message: KafkaAckableMessage = broker.context.get_local("message")
         try:
             event = event_type.model_validate_json(body)
         except ValidationError as error:
             await dead_letters.send(message, "invalid", str(error))
-            EVENTS_CONSUMED.labels(topic, group_id, "invalid").inc()
-            return
-        token = correlation_id.set(event.correlation_id)
-        try:
-            outcome = await _handle(event, message)
-        finally:
-            correlation_id.reset(token)
+            outcome = "invalid"
+        else:
+            token = correlation_id.set(event.correlation_id)
+            try:
+                outcome = await _handle(event, message)
+            except transient:
+                await message.nack()  # rewinds this partition to the message: it comes back
+                return
+            finally:
+                correlation_id.reset(token)
+        raw = message.raw_message
+        assert not isinstance(raw, tuple)
+        committer.handled(message.consumer, raw.topic, raw.partition, raw.offset)
         EVENTS_CONSUMED.labels(topic, group_id, outcome).inc()
         EVENT_HANDLING_SECONDS.labels(topic, group_id).observe(time.perf_counter() - started)
 
-    async def _handle(event: E, message: KafkaMessage) -> str:
+    async def _handle(event: E, message: KafkaAckableMessage) -> str:
         for attempt in range(1, attempts + 1):
             try:
                 await handler(event)
@@ -139,11 +160,11 @@ def subscribe(
         topic,
         group_id=group_id,
         auto_offset_reset="earliest",
-        ack_policy=AckPolicy.NACK_ON_ERROR,
+        ack_policy=AckPolicy.MANUAL,
         decoder=_raw_body,
         title=f"{group_id}:{topic}",
         description=(event_type.__doc__ or "").strip(),
     )(consume)
 
 
-__all__ = ["DeadLetters", "PermanentError", "event_headers", "subscribe"]
+__all__ = ["DeadLetters", "PermanentError", "event_headers", "flush_offsets", "subscribe"]
