@@ -211,3 +211,32 @@ async def test_poison_messages_go_to_the_dead_letter_topic_and_consumption_conti
     assert failed["x-dlq-source-topic"] == TOPIC
     assert str(poisoned.event_id) in failed["body"]  # the original bytes, ready to be replayed
     assert await applied_counts(scratch_db, [poisoned]) == {}
+
+
+async def test_keyed_concurrency_lets_other_keys_of_a_partition_overtake_a_slow_one(infra: Infra) -> None:
+    broker = make_broker(KafkaSettings(bootstrap_servers=infra.kafka_bootstrap), "test")
+    slow, fast = uuid4(), uuid4()
+    finished: list[tuple[UUID, str]] = []
+    done = asyncio.Event()
+
+    async def handle(event: UserRegistered) -> None:
+        if event.user_id not in (slow, fast):
+            return  # earlier tests' events on the shared topic
+        if event.user_id == slow and event.username == "first":
+            await asyncio.sleep(1.0)
+        finished.append((event.user_id, event.username))
+        if len(finished) == 3:
+            done.set()
+
+    subscribe(broker, UserRegistered, "test-" + uuid4().hex[:10], handle, concurrency=8)
+    await broker.start()
+    try:
+        for user, name in ((slow, "first"), (slow, "second"), (fast, "only")):
+            event = UserRegistered(user_id=user, username=name, is_guest=True)
+            # One partition for all three, so only per-key lanes can let `fast` overtake.
+            await broker.publish(encode(event), TOPIC, key=event.partition_key().encode(), partition=0)
+        await asyncio.wait_for(done.wait(), 60)
+    finally:
+        await flush_offsets(broker)
+        await broker.stop()
+    assert finished == [(fast, "only"), (slow, "first"), (slow, "second")]

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from orrery_shared.events import Event, dlq_topic
 from orrery_shared.kafka.broker import event_headers
+from orrery_shared.kafka.lanes import KeyedLanes
 from orrery_shared.kafka.offsets import OffsetCommitter
 from orrery_shared.logging import correlation_id
 from orrery_shared.metrics import EVENT_HANDLING_SECONDS, EVENTS_CONSUMED, EVENTS_DEAD_LETTERED
@@ -39,8 +40,13 @@ MAX_ERROR_CHARS = 2_000
 _COMMITTERS: weakref.WeakKeyDictionary[KafkaBroker, list[OffsetCommitter]] = weakref.WeakKeyDictionary()
 
 
-async def flush_offsets(broker: KafkaBroker) -> None:
-    """Commit what `broker`'s subscribers have handled; call before stopping the broker."""
+_LANES: weakref.WeakKeyDictionary[KafkaBroker, list[KeyedLanes]] = weakref.WeakKeyDictionary()
+
+
+async def flush_offsets(broker: KafkaBroker, drain_seconds: float = 10.0) -> None:
+    """Let in-flight events finish (up to `drain_seconds`), then commit what was handled; before broker.stop()."""
+    for lanes in _LANES.get(broker, []):
+        await lanes.drain(drain_seconds)
     for committer in _COMMITTERS.get(broker, []):
         await committer.close()
 
@@ -101,61 +107,96 @@ def subscribe(
     group_id: str,
     handler: Handler[E],
     *,
+    concurrency: int = 1,
     attempts: int = 3,
     retry_delay: float = 0.05,
     outage_delay: float = 1.0,
 ) -> Any:
-    """Consume `event_type`'s topic in consumer group `group_id`, handing each valid event to `handler`."""
+    """Consume `event_type`'s topic in consumer group `group_id`, handing each valid event to `handler`.
+
+    With `concurrency` > 1, events with different keys are handled concurrently (up to that many at once)
+    while events with the same key stay strictly in order: one slow key (a long LLM stream, say) no longer
+    holds up every other key that happens to share its partition.
+    """
     topic = event_type.TOPIC
     dead_letters = DeadLetters(broker, group_id)
     transient = transient_errors()
     committer = OffsetCommitter()
     _COMMITTERS.setdefault(broker, []).append(committer)
 
-    async def consume(body: bytes) -> None:
-        started = time.perf_counter()
-        message: KafkaAckableMessage = broker.context.get_local("message")
+    async def process(body: bytes, message: KafkaAckableMessage, wait_out_outages: bool) -> str:
+        """Validate and handle one message; returns its outcome. Raises a transient error only if asked to."""
         try:
             event = event_type.model_validate_json(body)
         except ValidationError as error:
             await dead_letters.send(message, "invalid", str(error))
-            outcome = "invalid"
-        else:
-            token = correlation_id.set(event.correlation_id)
-            try:
-                outcome = await _handle(event, message)
-            except transient:
-                await message.nack()  # rewinds this partition to the message: it comes back
-                return
-            finally:
-                correlation_id.reset(token)
-        raw = message.raw_message
-        assert not isinstance(raw, tuple)
-        committer.handled(message.consumer, raw.topic, raw.partition, raw.offset)
+            return "invalid"
+        token = correlation_id.set(event.correlation_id)
+        try:
+            attempt = 0
+            while True:
+                attempt += 1
+                try:
+                    await handler(event)
+                    return "ok"
+                except PermanentError as error:
+                    await dead_letters.send(message, "rejected", f"{type(error).__name__}: {error}")
+                    return "rejected"
+                except transient as error:
+                    # The message is fine, a dependency is not: never dead-letter because of an outage.
+                    log.warning("dependency unavailable; will retry", extra={"error": repr(error)})
+                    await asyncio.sleep(outage_delay)
+                    if not wait_out_outages:
+                        raise
+                    attempt = 0
+                except Exception as error:
+                    if attempt >= attempts:
+                        log.exception("handler failed; dead-lettering")
+                        await dead_letters.send(message, "handler_failed", f"{type(error).__name__}: {error}")
+                        return "failed"
+                    await asyncio.sleep(retry_delay * 2 ** (attempt - 1))
+        finally:
+            correlation_id.reset(token)
+
+    def observe(outcome: str, started: float) -> None:
         EVENTS_CONSUMED.labels(topic, group_id, outcome).inc()
         EVENT_HANDLING_SECONDS.labels(topic, group_id).observe(time.perf_counter() - started)
 
-    async def _handle(event: E, message: KafkaAckableMessage) -> str:
-        for attempt in range(1, attempts + 1):
-            try:
-                await handler(event)
-                return "ok"
-            except PermanentError as error:
-                await dead_letters.send(message, "rejected", f"{type(error).__name__}: {error}")
-                return "rejected"
-            except transient as error:
-                # Rewind and retry later: the message is fine, a dependency is not.
-                log.warning("dependency unavailable; will retry", extra={"error": repr(error)})
-                await asyncio.sleep(outage_delay)
-                raise
-            except Exception as error:
-                if attempt == attempts:
-                    log.exception("handler failed; dead-lettering")
-                    await dead_letters.send(message, "handler_failed", f"{type(error).__name__}: {error}")
-                    return "failed"
-                await asyncio.sleep(retry_delay * 2 ** (attempt - 1))
-        raise AssertionError("unreachable")
+    async def consume_in_order(body: bytes) -> None:
+        started = time.perf_counter()
+        message: KafkaAckableMessage = broker.context.get_local("message")
+        raw = _record(message)
+        try:
+            outcome = await process(body, message, wait_out_outages=False)
+        except transient:
+            await message.nack()  # rewinds this partition to the message: it comes back
+            return
+        committer.handled(message.consumer, raw.topic, raw.partition, raw.offset)
+        observe(outcome, started)
 
+    lanes = KeyedLanes(concurrency)
+
+    async def consume_by_key(body: bytes) -> None:
+        started = time.perf_counter()
+        message: KafkaAckableMessage = broker.context.get_local("message")
+        raw = _record(message)
+        consumer = message.consumer
+        progress = lanes.partition(raw.topic, raw.partition)
+        progress.started(raw.offset)
+
+        async def work() -> None:
+            try:
+                outcome = await process(body, message, wait_out_outages=True)
+            except Exception:
+                # Not marked finished: the partition's commits stop short of it, so it is redelivered.
+                log.exception("event left unhandled; it will be redelivered after a restart or rebalance")
+                return
+            observe(outcome, started)
+            committer.commit_before(consumer, raw.topic, raw.partition, progress.finished(raw.offset))
+
+        await lanes.submit(raw.key or b"", work)
+
+    _LANES.setdefault(broker, []).append(lanes)
     return broker.subscriber(
         topic,
         group_id=group_id,
@@ -164,7 +205,13 @@ def subscribe(
         decoder=_raw_body,
         title=f"{group_id}:{topic}",
         description=(event_type.__doc__ or "").strip(),
-    )(consume)
+    )(consume_in_order if concurrency <= 1 else consume_by_key)
+
+
+def _record(message: KafkaAckableMessage) -> Any:
+    raw = message.raw_message
+    assert not isinstance(raw, tuple)
+    return raw
 
 
 __all__ = ["DeadLetters", "PermanentError", "event_headers", "flush_offsets", "subscribe"]

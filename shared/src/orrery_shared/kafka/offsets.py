@@ -26,9 +26,13 @@ class OffsetCommitter:
         self._task: asyncio.Future[None] | None = None
 
     def handled(self, consumer: AIOKafkaConsumer, topic: str, partition: int, offset: int) -> None:
-        """Record that the message at `offset` is done; it will be committed within `interval`."""
+        """Record that the message at `offset` and all before it are done; committed within `interval`."""
+        self.commit_before(consumer, topic, partition, offset + 1)
+
+    def commit_before(self, consumer: AIOKafkaConsumer, topic: str, partition: int, next_offset: int) -> None:
+        """Record that every message before `next_offset` is done (the position a restart resumes from)."""
         self._consumer = consumer
-        self._pending[TopicPartition(topic, partition)] = offset + 1
+        self._pending[TopicPartition(topic, partition)] = next_offset
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_later(self.interval, self._schedule_flush)
