@@ -25,6 +25,7 @@ from orrery_llm_stub.schema_fill import fill_schema, schema_in_text
 from orrery_llm_stub.script import RequestLog, ScriptBook, ScriptStep
 from orrery_llm_stub.settings import StubSettings
 from orrery_llm_stub.sse import DropDeliberateDisconnects, ReplyPlan, StreamedReply, WholeReply
+from orrery_llm_stub.summarize import summarize, wants_summary
 from orrery_shared.llm.tokens import estimate_message_tokens, split_tokens
 
 _STEPS = TypeAdapter(list[ScriptStep])
@@ -108,6 +109,8 @@ def compose_text(body: dict[str, Any], step: ScriptStep | None, reply_tokens: in
             schema = schema_in_text("\n".join(_text_of(m) for m in messages))
         if schema is not None:
             text = json.dumps(fill_schema(schema, seed), ensure_ascii=False)
+        elif wants_summary(system_prompt):
+            text = summarize(last_user)
         elif kind == "json_object":
             persona = read_persona(system_prompt)
             text = json.dumps({"reply": compose_reply(persona, last_user, seed=seed)}, ensure_ascii=False)
