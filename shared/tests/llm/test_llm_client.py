@@ -196,7 +196,7 @@ async def test_structured_output_repairs_invalid_json_once_and_validates(llm_stu
     assert "JSON schema" in first["messages"][0]["content"]
     assert second["messages"][-2] == {"role": "assistant", "content": broken}
     assert "Invalid JSON" in second["messages"][-1]["content"] or "EOF" in second["messages"][-1]["content"]
-    assert result.usage.requests == 1  # one route attempt; the repair is part of it
+    assert result.usage.requests == 2
     assert result.usage.completion_tokens > 0
 
 

@@ -57,6 +57,17 @@ async def test_openai_images_from_the_stub_are_valid_pngs(llm_stub: StubControl)
     assert "response_format" not in request["body"]
 
 
+async def test_a_rate_limited_image_request_is_retried(llm_stub: StubControl) -> None:
+    llm_stub.script(endpoint="images", status=429, retry_after_s=0.05, times=2)
+    generator = OpenAIImageGenerator(ProviderProfile(base_url=llm_stub.base_url, api_key="k"), "gpt-image-1")
+    try:
+        image = await generator.generate(ImageRequest("a lighthouse"))
+    finally:
+        await generator.aclose()
+    assert image.mime_type == "image/png"
+    assert len(llm_stub.requests(path="/v1/images/generations")) == 3
+
+
 async def test_an_image_provider_error_carries_its_message(llm_stub: StubControl) -> None:
     llm_stub.script(endpoint="images", status=400, error_message="prompt rejected by safety system")
     generator = OpenAIImageGenerator(ProviderProfile(base_url=llm_stub.base_url, api_key="k"), "dall-e-3")

@@ -105,3 +105,9 @@ def test_local_providers_need_no_key(clean_env: pytest.MonkeyPatch) -> None:
 def test_an_unrouted_task_is_a_config_error() -> None:
     with pytest.raises(LLMConfigError, match="ORRERY_LLM_ROUTES__MODERATION"):
         load_llm_settings().route("moderation")
+
+
+def test_provider_names_are_case_insensitive() -> None:
+    settings = load_llm_settings(providers={"OpenRouter": {"api_key": "k"}}, routes={"chat": ["OpenRouter/some/model"]})
+    assert settings.route("chat") == [RouteEntry(provider="openrouter", model="some/model")]
+    assert settings.profile("openrouter").base_url == "https://openrouter.ai/api/v1"

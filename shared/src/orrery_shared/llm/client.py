@@ -284,6 +284,7 @@ class LLMClient:
         opts = _Options(max_tokens, temperature, None, seed, extra_body, extra_headers)
         started = time.monotonic()
         used: list[_Exchange] = []
+        repairs = 0
 
         async def attempt(entry: RouteEntry, profile: ProviderProfile) -> tuple[T, str, bool]:
             fmt = response_format(output, json_schema=profile.supports_json_schema)
@@ -298,6 +299,8 @@ class LLMClient:
                     extra={"provider": entry.provider, "model": entry.model, "errors": error.error_count()},
                 )
                 repair = repair_messages(convo, first.text, error)
+            nonlocal repairs
+            repairs += 1
             second = await self._complete_once(entry, profile, repair, fmt, opts)
             used.append(second)
             try:
@@ -317,7 +320,7 @@ class LLMClient:
             if invalid:
                 raise invalid[-1] from error
             raise
-        usage = self._usage(task, entry, base, used, started, None, requests, "ok")
+        usage = self._usage(task, entry, base, used, started, None, requests + repairs, "ok")
         return StructuredResult(value=value, raw_text=raw, repaired=repaired, usage=usage)
 
     # -- internals ----------------------------------------------------------------------------------
@@ -348,7 +351,7 @@ class LLMClient:
                 delay = retry_delay(try_number, self._policy, last.retry_after_s, self._rand)
                 if not budget.allows(delay):
                     break
-                log.warning(
+                log.info(
                     "llm request failed, retrying",
                     extra={
                         "task": task,

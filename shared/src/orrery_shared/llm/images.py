@@ -19,6 +19,7 @@ import openai
 from openai import AsyncOpenAI, Timeout
 
 from orrery_shared.llm.errors import ImageGenerationError, ImageTimeoutError, LLMConfigError
+from orrery_shared.llm.retry import BackoffPolicy, parse_retry_after, retry_delay
 from orrery_shared.llm.settings import LLMSettings, ProviderProfile, load_llm_settings
 
 
@@ -79,16 +80,27 @@ class OpenAIImageGenerator:
 
     name = "openai"
 
-    def __init__(self, profile: ProviderProfile, model: str, *, provider_name: str = "openai") -> None:
+    def __init__(
+        self,
+        profile: ProviderProfile,
+        model: str,
+        *,
+        provider_name: str = "openai",
+        max_attempts: int = 3,
+        backoff: BackoffPolicy | None = None,
+    ) -> None:
         if profile.base_url is None:
             raise LLMConfigError(f"image provider profile {provider_name!r} has no base_url")
         self.profile = profile
         self.model = model
         self.provider_name = provider_name
+        self.max_attempts = max_attempts
+        self.backoff = backoff or BackoffPolicy()
         self._client = AsyncOpenAI(
             api_key=profile.api_key.get_secret_value() if profile.api_key else "unused",
             base_url=profile.base_url,
-            max_retries=2,
+            # Retries are ours, as for chat: backoff with jitter and the provider's Retry-After.
+            max_retries=0,
             timeout=Timeout(profile.total_timeout_s, connect=profile.connect_timeout_s),
             default_headers=profile.request_headers(),
         )
@@ -100,16 +112,25 @@ class OpenAIImageGenerator:
         # DALL-E models answer with a URL unless asked for base64; GPT image models reject the parameter.
         if self.model.startswith("dall-e"):
             extra["response_format"] = "b64_json"
-        try:
-            response = await self._client.images.generate(
-                model=self.model, prompt=request.prompt, n=1, size=f"{request.width}x{request.height}", **extra
-            )
-        except openai.APIStatusError as error:
-            raise ImageGenerationError(
-                _openai_message(error), provider=self.provider_name, model=self.model, status_code=error.status_code
-            ) from error
-        except openai.APIError as error:
-            raise ImageGenerationError(error.message, provider=self.provider_name, model=self.model) from error
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                response = await self._client.images.generate(
+                    model=self.model, prompt=request.prompt, n=1, size=f"{request.width}x{request.height}", **extra
+                )
+                break
+            except openai.APIStatusError as error:
+                status = error.status_code
+                failure = ImageGenerationError(
+                    _openai_message(error), provider=self.provider_name, model=self.model, status_code=status
+                )
+                transient = status == 429 or status >= 500
+                retry_after = parse_retry_after(error.response.headers)
+            except openai.APIError as error:
+                failure = ImageGenerationError(error.message, provider=self.provider_name, model=self.model)
+                transient, retry_after = isinstance(error, openai.APIConnectionError), None
+            if not transient or attempt == self.max_attempts:
+                raise failure
+            await asyncio.sleep(retry_delay(attempt, self.backoff, retry_after))
         image = response.data[0] if response.data else None
         if image is None:
             raise ImageGenerationError("no image in the reply", provider=self.provider_name, model=self.model)
@@ -163,7 +184,13 @@ ImageProviderFactory = Callable[[LLMSettings], ImageGenerator]
 
 def _openai_factory(settings: LLMSettings) -> ImageGenerator:
     name = settings.image_profile or "openai"
-    return OpenAIImageGenerator(settings.profile(name), settings.image_model, provider_name=name)
+    return OpenAIImageGenerator(
+        settings.profile(name),
+        settings.image_model,
+        provider_name=name,
+        max_attempts=settings.max_attempts,
+        backoff=BackoffPolicy(base_s=settings.backoff_base_s, max_s=settings.backoff_max_s),
+    )
 
 
 def _leonardo_factory(settings: LLMSettings) -> ImageGenerator:

@@ -66,9 +66,11 @@ class RouteEntry(BaseModel):
             provider, sep, model = value.partition("/")
             if not sep or not provider or not model:
                 raise ValueError(f"route entry {value!r} is not 'provider/model'")
-            return {"provider": provider, "model": model}
+            return {"provider": provider.lower(), "model": model}
         if isinstance(value, list | tuple) and len(value) == 2:
-            return {"provider": value[0], "model": value[1]}
+            return {"provider": str(value[0]).lower(), "model": value[1]}
+        if isinstance(value, dict) and isinstance(value.get("provider"), str):
+            return {**value, "provider": value["provider"].lower()}
         return value
 
     def __str__(self) -> str:
@@ -97,7 +99,6 @@ class LLMSettings(BaseSettings):
         None, description="provider profile the 'openai' images use; default: openai if configured, else stub"
     )
     image_model: str = "gpt-image-1"
-    image_size: str = "1024x1024"
     leonardo_api_key: SecretStr | None = None
     leonardo_base_url: str = "https://cloud.leonardo.ai/api/rest/v1"
     leonardo_model_id: str | None = None
@@ -111,10 +112,13 @@ class LLMSettings(BaseSettings):
             return data
         given = data.get("providers") or {}
         merged: dict[str, Any] = {}
-        for name, profile in {STUB_PROVIDER: {}, **given}.items():
+        for raw_name, raw_profile in {STUB_PROVIDER: {}, **given}.items():
+            # Environment variable names are case-insensitive, so provider names are too.
+            name = str(raw_name).lower()
+            profile = raw_profile
             if isinstance(profile, ProviderProfile):
                 profile = profile.model_dump(exclude_unset=True)
-            merged[name] = {**preset_for(name), **(profile or {})}
+            merged[name] = {**preset_for(name), **merged.get(name, {}), **(profile or {})}
         return {**data, "providers": merged}
 
     @model_validator(mode="after")

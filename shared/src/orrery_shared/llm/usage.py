@@ -33,7 +33,14 @@ LLM_ATTEMPT_FAILURES = Counter(
 
 @dataclass(frozen=True)
 class Usage:
-    """Accounting of one call: the entry that answered, its tokens and timings."""
+    """Accounting of one call.
+
+    `provider`/`model` is the route entry that answered (the last one tried when all failed). Tokens
+    are the provider's counts when it reports them, else estimates (`estimated` is then true); a
+    structured call's repair request is included. `latency_s` and `ttft_s` run from the start of the
+    call, so they include retries and fallbacks: they are what the user waited. `ttft_s` is None for
+    non-streamed calls. `requests` counts every HTTP request made: retries, fallbacks and repairs.
+    """
 
     task: str
     provider: str
