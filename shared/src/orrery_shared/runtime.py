@@ -7,7 +7,7 @@ Each service's `app.py` builds one Runtime, registers its consumers on `runtime.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -35,6 +35,11 @@ class Runtime:
             self.db = Database(engine)
             self.relay = OutboxRelay(self.db, self.broker)
         self.redis: Redis | None = make_redis(settings.redis) if use_redis else None
+        self._on_stop: list[Callable[[], Awaitable[object]]] = []
+
+    def on_stop(self, callback: Callable[[], Awaitable[object]]) -> None:
+        """Close something the service created (an HTTP client, say) after consumers have stopped."""
+        self._on_stop.append(callback)
 
     @property
     def database(self) -> Database:
@@ -70,6 +75,8 @@ class Runtime:
             await self.relay.stop()
         await flush_offsets(self.broker)
         await self.broker.stop()
+        for callback in reversed(self._on_stop):
+            await callback()
         if self.db:
             await self.db.dispose()
         if self.redis:

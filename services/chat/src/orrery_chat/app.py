@@ -1,13 +1,54 @@
-"""Composition root of the chat service: the only module that wires Kafka, Postgres and HTTP together."""
+"""Composition root of the chat service: the only module that wires Kafka, Postgres, Redis and the LLM."""
 
 from fastapi import FastAPI
 
+from orrery_chat.api import router
+from orrery_chat.domain import MemoryPolicy
+from orrery_chat.handlers import ChatDeps, handle_turn, project_character, reown_after_merge
 from orrery_chat.settings import ChatSettings, load
+from orrery_shared.auth import JwtVerifier, install_verifier
+from orrery_shared.db import idempotent
+from orrery_shared.events import CharacterCreated, ChatTurnRequested, UserMerged
+from orrery_shared.kafka import subscribe
+from orrery_shared.llm import LLMClient
+from orrery_shared.llm.tokens import estimate_tokens
 from orrery_shared.runtime import Runtime
 from orrery_shared.service import build_app
 
 
 def create_app(settings: ChatSettings | None = None) -> FastAPI:
     settings = settings or load()
-    runtime = Runtime("chat", settings)
-    return build_app(runtime, "Orrery chat")
+    runtime = Runtime("chat", settings, use_redis=True)
+    assert runtime.redis is not None
+    llm = LLMClient.from_env()
+    deps = ChatDeps(
+        db=runtime.database,
+        redis=runtime.redis,
+        llm=llm,
+        count=estimate_tokens,
+        policy=MemoryPolicy(settings.memory_window_tokens, settings.memory_fold_share),
+        character_wait_s=settings.character_wait_seconds,
+        stream_active_ttl=settings.stream_active_ttl_seconds,
+        stream_finished_ttl=settings.stream_finished_ttl_seconds,
+    )
+
+    group = settings.consumer_group_prefix
+
+    async def on_turn(event: ChatTurnRequested) -> None:
+        await handle_turn(event, deps)
+
+    # Turns of one conversation stay in order (the topic is keyed by conversation); different
+    # conversations are answered concurrently, so one long reply never delays another user's.
+    subscribe(runtime.broker, ChatTurnRequested, f"{group}.turns", on_turn, concurrency=settings.turn_concurrency)
+    projection = idempotent(runtime.database, f"{group}.characters", project_character)
+    subscribe(runtime.broker, CharacterCreated, f"{group}.characters", projection)
+    merges = idempotent(runtime.database, f"{group}.merges", reown_after_merge)
+    subscribe(runtime.broker, UserMerged, f"{group}.merges", merges)
+    runtime.on_stop(llm.aclose)
+
+    app = build_app(runtime, "Orrery chat", [router])
+    app.state.chat = deps
+    verifier = JwtVerifier.from_settings()
+    install_verifier(app, verifier)
+    runtime.on_stop(verifier.aclose)
+    return app

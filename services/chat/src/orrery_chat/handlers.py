@@ -1,0 +1,344 @@
+"""Use cases of the chat service: answering a turn, keeping memory, ending a conversation, projections.
+
+A turn is processed exactly once in effect even though Kafka delivers at least once: the `turns` row records
+how far it got. A redelivery of a finished turn only re-announces `done`; a redelivery of a turn that was
+interrupted mid-stream (the process died) announces `restart` and generates the reply anew; either way one
+assistant message and one completed event exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+from uuid import UUID, uuid4
+
+from redis.asyncio import Redis
+
+from orrery_chat import repository as repo
+from orrery_chat.domain import (
+    CharacterUnknown,
+    ConversationNotFound,
+    Memory,
+    MemoryPolicy,
+    Persona,
+    StoredMessage,
+    TokenCounter,
+    build_prompt,
+    conversation_summary_request,
+    messages_to_fold,
+    summary_request,
+    title_from,
+)
+from orrery_chat.streams import TokenStream
+from orrery_shared.db import Database, Transaction
+from orrery_shared.events import (
+    CharacterCreated,
+    ChatTurnCompleted,
+    ChatTurnFailed,
+    ChatTurnRequested,
+    MessageRecord,
+    TokenUsage,
+    UserMerged,
+)
+from orrery_shared.llm import ChatResult, ChatStream, LLMError, StreamInterruptedError
+from orrery_shared.llm.messages import ChatMessage
+
+log = logging.getLogger(__name__)
+
+
+class LanguageModel(Protocol):
+    def stream_chat(self, messages: list[ChatMessage], *, task: str = "chat") -> ChatStream: ...
+
+    async def complete(self, messages: list[ChatMessage], *, task: str = "chat") -> ChatResult: ...
+
+
+@dataclass
+class ChatDeps:
+    db: Database
+    redis: Redis
+    llm: LanguageModel
+    count: TokenCounter
+    policy: MemoryPolicy = field(default_factory=MemoryPolicy)
+    character_wait_s: float = 5.0
+    stream_active_ttl: int = 3600
+    stream_finished_ttl: int = 300
+
+
+@dataclass(frozen=True)
+class TurnContext:
+    event: ChatTurnRequested
+    project_id: UUID
+    persona: Persona
+    memory: Memory
+    history: list[StoredMessage]
+    user_message: StoredMessage
+    redelivered: bool
+
+
+@dataclass(frozen=True)
+class FinishedTurn:
+    status: str
+    assistant_message_id: UUID | None
+    failure: str | None
+
+
+# --- answering a turn ---------------------------------------------------------------------------------
+
+
+async def handle_turn(event: ChatTurnRequested, deps: ChatDeps) -> None:
+    """Answer one turn: stream the reply to Redis, then store both messages and announce the result."""
+    stream = TokenStream(
+        deps.redis, event.turn_id, active_ttl=deps.stream_active_ttl, finished_ttl=deps.stream_finished_ttl
+    )
+    try:
+        started = await _begin_with_patience(event, deps)
+    except ConversationNotFound:
+        await _reject(event, deps, stream, "not_found", retryable=False)
+        return
+    except CharacterUnknown:
+        await _reject(event, deps, stream, "unknown_character", retryable=True)
+        return
+    if isinstance(started, FinishedTurn):
+        await stream.resume_numbering()
+        if started.status == "failed":
+            await stream.error(started.failure or "failed", retryable=True)
+        else:
+            assert started.assistant_message_id is not None
+            await stream.done(started.assistant_message_id, started.status)
+        return
+    if started.redelivered:
+        await stream.resume_numbering()
+        await stream.restart()
+    await _generate(started, deps, stream)
+
+
+async def _begin_with_patience(event: ChatTurnRequested, deps: ChatDeps) -> TurnContext | FinishedTurn:
+    # character.created and the first turn travel on different topics: give the projection a moment.
+    deadline = time.monotonic() + deps.character_wait_s
+    while True:
+        try:
+            async with deps.db.transaction() as tx:
+                return await begin_turn(tx, event)
+        except CharacterUnknown:
+            if time.monotonic() >= deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+async def begin_turn(tx: Transaction, event: ChatTurnRequested) -> TurnContext | FinishedTurn:
+    """Record the user's message and the turn (first delivery), or find out how far an earlier delivery got."""
+    session = tx.session
+    turn = await repo.turn_for_update(session, event.turn_id)
+    if turn is not None and turn.status != "processing":
+        return FinishedTurn(turn.status, turn.assistant_message_id, turn.failure)
+    conversation = await repo.conversation_for_update(session, event.conversation_id)
+    if conversation is not None and conversation.user_id != event.user_id:
+        raise ConversationNotFound(event.conversation_id)
+    character_id = conversation.character_id if conversation is not None else event.character_id
+    persona = await repo.persona(session, character_id)
+    if persona is None or not persona.visible_to(event.user_id):
+        raise CharacterUnknown(character_id)
+    if conversation is None:
+        await repo.create_conversation(
+            session,
+            conversation_id=event.conversation_id,
+            user_id=event.user_id,
+            character_id=character_id,
+            project_id=event.project_id or uuid4(),
+            title=title_from(event.content),
+        )
+        await repo.append_message(
+            session,
+            message_id=uuid4(),
+            conversation_id=event.conversation_id,
+            role="assistant",
+            content=persona.greeting,
+            status="complete",
+        )
+        conversation = await repo.conversation_for_update(session, event.conversation_id)
+    if turn is None:
+        user_message = await repo.append_message(
+            session,
+            message_id=uuid4(),
+            conversation_id=event.conversation_id,
+            role="user",
+            content=event.content,
+            status="complete",
+            turn_id=event.turn_id,
+            client_msg_id=event.client_msg_id,
+        )
+        await repo.start_turn(session, event.turn_id, event.conversation_id, user_message.message_id)
+        redelivered = False
+    else:
+        await repo.retry_turn(session, event.turn_id)
+        found = await repo.message(session, turn.user_message_id)
+        assert found is not None
+        user_message, redelivered = found, True
+    memory = repo.memory_of(conversation)
+    history = await repo.messages_after(session, event.conversation_id, memory.upto_seq)
+    # The reply answers this turn's message: later messages (none, normally) stay out of its prompt.
+    history = [m for m in history if m.seq <= user_message.seq]
+    return TurnContext(event, conversation.project_id, persona, memory, history, user_message, redelivered)
+
+
+async def _generate(ctx: TurnContext, deps: ChatDeps, stream: TokenStream) -> None:
+    prompt = build_prompt(ctx.persona, ctx.memory, ctx.history, deps.policy, deps.count)
+    reply = deps.llm.stream_chat(prompt.messages, task="chat")  # type: ignore[arg-type]
+    cancelled = await stream.cancelled()
+    try:
+        if not cancelled:
+            async for delta in reply:
+                if await stream.delta(delta):
+                    cancelled = True
+                    break
+        if cancelled:
+            await reply.aclose()
+            usage = _estimated_usage(prompt.messages, reply.text, deps.count)
+        else:
+            usage = _usage(reply.result)
+    except StreamInterruptedError as error:
+        log.warning("reply interrupted", extra={"turn_id": str(ctx.event.turn_id), "error": error.message})
+        await _fail(ctx, deps, stream, "the character's reply was cut short; please try again")
+        return
+    except LLMError as error:
+        log.warning("reply failed", extra={"turn_id": str(ctx.event.turn_id), "error": str(error)})
+        await _fail(ctx, deps, stream, "the character could not answer right now; please try again")
+        return
+    status = "cancelled" if cancelled else "complete"
+    assistant = await _complete(ctx, deps, reply.text, status, usage)
+    await stream.done(assistant.message_id, status)
+    await update_memory(ctx, assistant, deps)
+
+
+def _usage(result: ChatResult) -> TokenUsage:
+    u = result.usage
+    return TokenUsage(
+        prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens, model=u.model, provider=u.provider
+    )
+
+
+def _estimated_usage(messages: list[dict[str, str]], text: str, count: TokenCounter) -> TokenUsage:
+    # A stream stopped early reports no provider counts; estimate what was spent.
+    prompt = sum(count(m["content"]) for m in messages)
+    return TokenUsage(prompt_tokens=prompt, completion_tokens=count(text), model="unknown")
+
+
+async def _complete(ctx: TurnContext, deps: ChatDeps, text: str, status: str, usage: TokenUsage) -> StoredMessage:
+    event = ctx.event
+    async with deps.db.transaction() as tx:
+        await repo.conversation_for_update(tx.session, event.conversation_id)
+        assistant = await repo.append_message(
+            tx.session,
+            message_id=uuid4(),
+            conversation_id=event.conversation_id,
+            role="assistant",
+            content=text,
+            status=status,
+            turn_id=event.turn_id,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            model=usage.model,
+        )
+        await repo.finish_turn(
+            tx.session, event.turn_id, "completed" if status == "complete" else status, assistant.message_id
+        )
+        await tx.publish(
+            ChatTurnCompleted(
+                correlation_id=str(event.turn_id),
+                turn_id=event.turn_id,
+                conversation_id=event.conversation_id,
+                user_id=event.user_id,
+                character_id=ctx.persona.character_id,
+                project_id=ctx.project_id,
+                user_message=_record(ctx.user_message),
+                assistant_message=_record(assistant),
+                status="complete" if status == "complete" else "cancelled",
+                usage=usage,
+            )
+        )
+    return assistant
+
+
+def _record(message: StoredMessage) -> MessageRecord:
+    return MessageRecord(message_id=message.message_id, content=message.content, created_at=message.created_at)
+
+
+async def _fail(ctx: TurnContext, deps: ChatDeps, stream: TokenStream, reason: str) -> None:
+    event = ctx.event
+    async with deps.db.transaction() as tx:
+        await repo.finish_turn(tx.session, event.turn_id, "failed", None, failure=reason)
+        await tx.publish(_failed(event, reason, retryable=True))
+    await stream.error(reason, retryable=True)
+
+
+async def _reject(event: ChatTurnRequested, deps: ChatDeps, stream: TokenStream, reason: str, retryable: bool) -> None:
+    async with deps.db.transaction() as tx:
+        await tx.publish(_failed(event, reason, retryable))
+    await stream.resume_numbering()
+    await stream.error(reason, retryable)
+
+
+def _failed(event: ChatTurnRequested, reason: str, retryable: bool) -> ChatTurnFailed:
+    return ChatTurnFailed(
+        correlation_id=str(event.turn_id),
+        turn_id=event.turn_id,
+        conversation_id=event.conversation_id,
+        user_id=event.user_id,
+        reason=reason,
+        retryable=retryable,
+    )
+
+
+# --- memory -------------------------------------------------------------------------------------------
+
+
+async def update_memory(ctx: TurnContext, assistant: StoredMessage, deps: ChatDeps) -> None:
+    """Fold the oldest messages into the rolling summary once the recent window outgrows its budget."""
+    history = [*ctx.history, assistant]
+    folded = messages_to_fold(history, ctx.memory, deps.policy, deps.count)
+    if not folded:
+        return
+    try:
+        result = await deps.llm.complete(summary_request(ctx.memory, ctx.persona, folded), task="summary")  # type: ignore[arg-type]
+    except LLMError as error:
+        # The window simply stays larger until a later turn succeeds in folding it.
+        log.warning("memory summary failed; will retry on a later turn", extra={"error": str(error)})
+        return
+    async with deps.db.transaction() as tx:
+        await repo.save_memory(tx.session, ctx.event.conversation_id, Memory(result.text.strip(), folded[-1].seq))
+
+
+async def end_conversation(conversation_id: UUID, user_id: UUID, deps: ChatDeps) -> tuple[str, datetime]:
+    """End a conversation with a summary of all of it (the rolling memory plus the unsummarised tail)."""
+    async with deps.db.transaction() as tx:
+        row = await repo.conversation_of(tx.session, conversation_id, user_id)
+        if row is None:
+            raise ConversationNotFound(conversation_id)
+        persona = await repo.persona(tx.session, row.character_id)
+        memory = repo.memory_of(row)
+        tail = await repo.messages_after(tx.session, conversation_id, memory.upto_seq)
+    if persona is None:
+        raise ConversationNotFound(conversation_id)
+    result = await deps.llm.complete(conversation_summary_request(persona, memory, tail), task="summary")  # type: ignore[arg-type]
+    summary = result.text.strip()
+    async with deps.db.transaction() as tx:
+        ended_at = await repo.end_conversation(tx.session, conversation_id, summary)
+    return summary, ended_at
+
+
+# --- projections --------------------------------------------------------------------------------------
+
+
+async def project_character(event: CharacterCreated, tx: Transaction) -> None:
+    """Keep chat's own copy of a character (an upsert: replays are harmless)."""
+    await repo.upsert_character(tx.session, event)
+
+
+async def reown_after_merge(event: UserMerged, tx: Transaction) -> None:
+    """A guest became an account: its conversations (and private characters) now belong to the account."""
+    moved = await repo.reown(tx.session, event.from_user_id, event.to_user_id)
+    log.info("conversations re-owned", extra={"count": moved})

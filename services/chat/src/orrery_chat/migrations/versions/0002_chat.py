@@ -1,0 +1,95 @@
+"""Characters projection, conversations, messages and turns.
+
+Revision ID: 0002
+Revises: 0001
+"""
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects.postgresql import JSONB
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+TS = sa.DateTime(timezone=True)
+
+
+def upgrade() -> None:
+    op.create_table(
+        "characters",
+        sa.Column("character_id", sa.Uuid, primary_key=True),
+        sa.Column("owner_user_id", sa.Uuid, nullable=True),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("planet", sa.Text, nullable=False),
+        sa.Column("sex", sa.Text, nullable=False),
+        sa.Column("species", sa.Text, nullable=False),
+        sa.Column("archetype", sa.Text, nullable=False),
+        sa.Column("personality", sa.Text, nullable=False),
+        sa.Column("backstory", sa.Text, nullable=False),
+        sa.Column("speaking_style", sa.Text, nullable=False),
+        sa.Column("greeting", sa.Text, nullable=False),
+        sa.Column("portrait_url", sa.Text, nullable=False, server_default=""),
+        sa.Column("tags", JSONB, nullable=False, server_default="[]"),
+        sa.Column("updated_at", TS, nullable=False, server_default=sa.func.now()),
+    )
+    op.create_table(
+        "conversations",
+        sa.Column("conversation_id", sa.Uuid, primary_key=True),
+        sa.Column("user_id", sa.Uuid, nullable=False),
+        sa.Column("character_id", sa.Uuid, nullable=False),
+        sa.Column("project_id", sa.Uuid, nullable=False),
+        sa.Column("title", sa.Text, nullable=False),
+        sa.Column("status", sa.Text, nullable=False, server_default="active"),
+        sa.Column("memory_summary", sa.Text, nullable=False, server_default=""),
+        sa.Column("memory_upto_seq", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("end_summary", sa.Text, nullable=True),
+        sa.Column("message_count", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("last_seq", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("created_at", TS, nullable=False, server_default=sa.func.now()),
+        sa.Column("last_message_at", TS, nullable=False, server_default=sa.func.now()),
+        sa.Column("ended_at", TS, nullable=True),
+    )
+    op.create_index("conversations_by_user", "conversations", ["user_id", sa.text("last_message_at DESC")])
+    op.create_table(
+        "messages",
+        sa.Column("message_id", sa.Uuid, primary_key=True),
+        sa.Column(
+            "conversation_id",
+            sa.Uuid,
+            sa.ForeignKey("conversations.conversation_id", ondelete="CASCADE"),
+            nullable=False,
+        ),
+        sa.Column("seq", sa.Integer, nullable=False),
+        sa.Column("role", sa.Text, nullable=False),
+        sa.Column("content", sa.Text, nullable=False),
+        sa.Column("status", sa.Text, nullable=False),
+        sa.Column("turn_id", sa.Uuid, nullable=True),
+        sa.Column("client_msg_id", sa.Text, nullable=True),
+        sa.Column("prompt_tokens", sa.Integer, nullable=True),
+        sa.Column("completion_tokens", sa.Integer, nullable=True),
+        sa.Column("model", sa.Text, nullable=True),
+        sa.Column("created_at", TS, nullable=False, server_default=sa.func.now()),
+        sa.UniqueConstraint("conversation_id", "seq"),
+    )
+    op.create_table(
+        "turns",
+        sa.Column("turn_id", sa.Uuid, primary_key=True),
+        sa.Column("conversation_id", sa.Uuid, nullable=False),
+        sa.Column("status", sa.Text, nullable=False),
+        sa.Column("attempts", sa.Integer, nullable=False, server_default="1"),
+        sa.Column("user_message_id", sa.Uuid, nullable=False),
+        sa.Column("assistant_message_id", sa.Uuid, nullable=True),
+        sa.Column("failure", sa.Text, nullable=True),
+        sa.Column("created_at", TS, nullable=False, server_default=sa.func.now()),
+        sa.Column("finished_at", TS, nullable=True),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("turns")
+    op.drop_table("messages")
+    op.drop_index("conversations_by_user")
+    op.drop_table("conversations")
+    op.drop_table("characters")
