@@ -159,7 +159,7 @@ async def fresh_topic(admin: AIOKafkaAdminClient, settings: KafkaSettings) -> No
     """Each run starts on an empty topic, so a consumer reading from the start sees only its own run."""
     if BenchPinged.TOPIC in await admin.list_topics():
         await admin.delete_topics([BenchPinged.TOPIC])
-        while BenchPinged.TOPIC in await admin.list_topics():  # noqa: ASYNC110 - polling the broker
+        while BenchPinged.TOPIC in await admin.list_topics():
             await asyncio.sleep(0.2)
     await asyncio.sleep(1)
     await ensure_topics(settings, [TopicSpec(BenchPinged.TOPIC, 6)])

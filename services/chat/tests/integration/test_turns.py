@@ -64,7 +64,7 @@ async def test_back_to_back_turns_are_answered_in_order_with_the_first_exchange_
     assert deltas(first_entries) == "First answer about the moons."
     assert deltas(second_entries) == "Second answer."
     prompts = [r["body"]["messages"] for r in llm_stub.chat_requests(model="orrery-chat")]
-    second_prompt = [m for m in prompts if m[-1]["content"] == "And the fourth?"][0]
+    second_prompt = next(m for m in prompts if m[-1]["content"] == "And the fourth?")
     assert [m["content"] for m in second_prompt[1:]] == [
         persona.greeting,
         "Tell me about the three moons.",
