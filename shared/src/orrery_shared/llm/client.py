@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar, cast
 
+import httpx2
 import openai
-from openai import AsyncOpenAI, AsyncStream, Timeout
+from openai import AsyncOpenAI, AsyncStream, DefaultAsyncHttpx2Client, Timeout
 from openai.types.chat import ChatCompletionChunk
 from openai.types.chat.completion_create_params import ResponseFormat
 from pydantic import BaseModel, ValidationError
@@ -214,13 +215,23 @@ class LLMClient:
         client = self._openai.get(provider)
         if client is None:
             profile = self.settings.profile(provider)
+            timeout = Timeout(profile.total_timeout_s, connect=profile.connect_timeout_s)
             client = AsyncOpenAI(
                 api_key=profile.api_key.get_secret_value() if profile.api_key else "unused",
                 base_url=profile.base_url,
                 # Retries are ours: backoff with jitter, Retry-After, a per-call budget, then fallback.
                 max_retries=0,
-                timeout=Timeout(profile.total_timeout_s, connect=profile.connect_timeout_s),
+                timeout=timeout,
                 default_headers=profile.request_headers(),
+                http_client=DefaultAsyncHttpx2Client(
+                    timeout=timeout,
+                    # Each open stream holds a connection; the pool must be as large as the
+                    # concurrency wanted, while idle keep-alive stays bounded.
+                    limits=httpx2.Limits(
+                        max_connections=profile.max_connections,
+                        max_keepalive_connections=min(profile.max_connections, 200),
+                    ),
+                ),
             )
             self._openai[provider] = client
         return client

@@ -35,6 +35,7 @@ class ProviderProfile(BaseModel):
     connect_timeout_s: float = Field(5.0, gt=0)
     first_token_timeout_s: float = Field(30.0, gt=0)
     total_timeout_s: float = Field(120.0, gt=0)
+    max_connections: int = Field(1000, ge=1, description="concurrent requests (streams) to this provider")
     supports_json_schema: bool = False
     supports_stream_usage: bool = True
     max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
