@@ -1,0 +1,111 @@
+"""A chat process killed mid-reply: the redelivered turn restarts its stream and lands exactly once.
+
+Real processes, killed with SIGKILL: no mocks stand in for the crash. This module runs no in-process chat
+service, so the two processes below are the only consumers of their group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from uuid import uuid4
+
+import httpx
+import pytest
+
+from orrery_shared.events import ChatTurnCompleted
+from services.chat.tests.integration.harness import client_for, deltas, llm_env, migrate
+from tests.support.infra import ROOT, Infra
+from tests.support.kafka_spy import spying
+from tests.support.llm_stub import StubControl
+from tests.support.tokens import TokenMinter
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def chat_process(env: dict[str, str], port: int) -> Iterator[subprocess.Popen[bytes]]:
+    log = open(ROOT / ".orrery" / f"chat-crash-test-{port}.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orrery_chat"], env={**env, "ORRERY_CHAT_PORT": str(port)}, stdout=log, stderr=log
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, f"chat exited early; see {log.name}"
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, f"chat not ready; see {log.name}"
+            time.sleep(0.2)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(20)
+        log.close()
+
+
+async def test_a_turn_interrupted_by_a_crash_is_restarted_and_stored_once(
+    infra: Infra, llm_stub_url: str, llm_stub: StubControl, token_minter: TokenMinter
+) -> None:
+    await migrate(infra)
+    env = {
+        **os.environ,
+        **infra.service_env(),
+        **llm_env(llm_stub_url),
+        "ORRERY_JWT_JWKS": token_minter.jwks,
+        "ORRERY_CHAT_CONSUMER_GROUP_PREFIX": f"test-crash-{uuid4().hex[:8]}",
+    }
+    reply = " ".join(f"syllable{i}" for i in range(60))
+    # Both attempts get the same scripted text, streamed slowly enough to kill the first one halfway.
+    llm_stub.script(model="orrery-chat", content=reply, tokens_per_second=30, times=2)
+
+    async with client_for(infra) as client, spying(infra.kafka_bootstrap, ChatTurnCompleted) as spy:
+        with chat_process(env, _free_port()) as first:
+            persona = await client.introduce()
+            conversation = uuid4()
+            turn = await client.send(conversation, persona.character_id, "Sing me the long song.")
+            while len([e for e in await client.entries(turn.turn_id) if e["type"] == "delta"]) < 30:
+                await asyncio.sleep(0.02)
+            first.send_signal(signal.SIGKILL)
+            first.wait(10)
+        before_restart = await client.entries(turn.turn_id)
+        assert before_restart[-1]["type"] == "delta"
+
+        port = _free_port()
+        with chat_process(env, port):
+            entries = await client.until_final(turn.turn_id, timeout=90)
+            completed = await spy.wait_for(ChatTurnCompleted, lambda e: e.turn_id == turn.turn_id)
+            await asyncio.sleep(2)  # a duplicate, if one were coming, would arrive by now
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+                response = await http.get(
+                    f"/conversations/{conversation}/messages", headers=token_minter.headers(client.user_id)
+                )
+            listed = response.json()["messages"]
+
+    kinds = [e["type"] for e in entries]
+    restart = kinds.index("restart")
+    assert restart >= 30 and kinds[-1] == "done"
+    assert [int(e["seq"]) for e in entries] == list(range(1, len(entries) + 1))  # no gap, no repeat
+    assert deltas(entries[restart:]) == reply
+    assert len(spy.of(ChatTurnCompleted, lambda e: e.turn_id == turn.turn_id)) == 1
+    assert completed.assistant_message.content == reply
+    assistant_replies = [m for m in listed if m["role"] == "assistant" and m["content"] == reply]
+    assert len(assistant_replies) == 1
+    assert [m["content"] for m in listed if m["role"] == "user"] == ["Sing me the long song."]
