@@ -212,3 +212,6 @@ class DossierUpdated(Event):
     version: int = Field(ge=1)
     snapshot: DossierSnapshot
     changed_sections: list[Literal["characters", "themes", "locations", "plot_points"]]
+    source: Literal["extraction", "user"] | None = Field(
+        None, description="what made this version: an extraction from turns, or the user's own edit"
+    )
