@@ -47,3 +47,9 @@ def test_a_reply_can_be_stretched_to_a_length() -> None:
     reply = compose_reply(persona, "Tell me about storms.", seed=1, min_tokens=400)
     assert estimate_tokens(reply) >= 400
     assert "storms" in reply[-200:]
+
+
+def test_addressing_the_character_is_not_taken_for_the_topic() -> None:
+    persona = read_persona("You are Captain Oduya, a grumpy ship captain.")
+    assert "captain is" not in compose_reply(persona, "Hello captain!", seed=1).lower()
+    assert "the ship" in compose_reply(persona, "Hello captain! How is the ship?", seed=1)

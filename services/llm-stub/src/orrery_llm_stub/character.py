@@ -294,6 +294,9 @@ def compose_reply(persona: Persona, user_message: str, *, seed: int, min_tokens:
     """An in-character answer to `user_message`; at least `min_tokens` long when given."""
     rng = random.Random(seed)
     topic = topic_of(user_message)
+    if topic.lower() in persona.name.lower():
+        # "Hello, Captain!" addresses the character; it is not what the message is about.
+        topic = "that"
     trait, gesture, stances = _voice(persona, rng)
     parts = [f"*{persona.name} {gesture}.*"]
     if _FAREWELL.search(user_message):
