@@ -45,6 +45,9 @@ def services() -> list[Service]:
     ]
     if llm_stub_needed():
         found.insert(0, Service("llm-stub", "orrery_llm_stub", 18080, "/v1/models"))
+    if os.environ.get("ORRERY_ENV", "dev") != "prod":
+        # Catches sign-in mails and prints their links (page: http://127.0.0.1:8025/).
+        found.insert(0, Service("mailbox", "orrery_auth.dev_mailbox", 8025, "/api/messages"))
     return found
 
 
@@ -96,6 +99,9 @@ async def main() -> int:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if llm_stub_needed():
         env.setdefault("ORRERY_LLM_OFFLINE", "1")
+    if os.environ.get("ORRERY_ENV", "dev") != "prod":
+        env.setdefault("ORRERY_AUTH_SMTP_HOST", "127.0.0.1")
+        env.setdefault("ORRERY_AUTH_SMTP_PORT", "2525")
     exit_code = 0
     try:
         for service in services():

@@ -105,14 +105,14 @@ class RunningService:
     settings: AuthSettings
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
 async def serve(app: FastAPI) -> tuple[str, uvicorn.Server, asyncio.Task[None]]:
-    port = _free_port()
+    port = free_port()
     # As `python -m orrery_auth` runs it: uvicorn believes no X-Forwarded-For, the app decides.
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on", forwarded_allow_ips=""
