@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from uuid import UUID
 
 import httpx
@@ -14,7 +15,18 @@ from orrery_shared.events import UserRegistered
 from tests.support.infra import Infra
 from tests.support.smtp import SmtpServer
 
-from .conftest import KafkaTail, RunningService, Schema, link_token, sign_in, sql, unique_email
+from .conftest import (
+    KafkaTail,
+    RunningService,
+    Schema,
+    free_port,
+    link_token,
+    make_settings,
+    running,
+    sign_in,
+    sql,
+    unique_email,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -169,3 +181,13 @@ async def test_bad_input_gets_a_422_naming_the_field_in_the_shared_error_format(
     error = response.json()["error"]
     assert error["code"] == "invalid"
     assert [f["loc"][-1] for f in error["fields"]] == [field]
+
+
+async def test_an_unreachable_mail_server_answers_503_mail_unavailable(
+    infra: Infra, auth_schema: Schema, smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    settings = make_settings(infra, auth_schema, smtp_server, tmp_path, smtp_port=free_port(), smtp_timeout_seconds=2)
+    async with running(settings) as service, httpx.AsyncClient(base_url=service.base_url) as http:
+        response = await http.post("/auth/magic-link", json={"email": unique_email("unsent"), "username": "U"})
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "mail_unavailable"
