@@ -88,7 +88,8 @@ class Mailbox:
         if self.echo:
             print(f"mail to {', '.join(rcpt_to)}: {mail.subject}", flush=True)
             for link in mail.links:
-                print(f"  link: {link}", flush=True)
+                label = "sign-in link" if "/auth/verify" in link else "link"
+                print(f"  {label}: {link}", flush=True)
         return mail
 
     def all(self) -> list[Mail]:

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from orrery_auth import repository as repo
 from orrery_auth.domain import (
+    AuthError,
     MagicLink,
     MagicLinkExpired,
     MagicLinkInvalid,
@@ -104,7 +105,7 @@ class AuthHandlers:
         async with self.db.transaction() as tx:
             link = await repo.consume_magic_link(tx.session, token_hash, now)
             if link is None:
-                raise await self._why_link_refused(tx.session, token_hash, now)
+                raise await self._why_link_refused(tx.session, token_hash)
             account = await self._account_for(tx, link, now)
             if guest is not None and guest.is_guest:
                 await self._merge_guest(tx, guest.user_id, account, now)
@@ -113,7 +114,7 @@ class AuthHandlers:
         log.info("signed in", extra={"user_id": str(account.id)})
         return session
 
-    async def _why_link_refused(self, session: AsyncSession, token_hash: bytes, now: datetime) -> Exception:
+    async def _why_link_refused(self, session: AsyncSession, token_hash: bytes) -> AuthError:
         state = await repo.magic_link_state(session, token_hash)
         if state is None:
             return MagicLinkInvalid()
@@ -188,7 +189,7 @@ class AuthHandlers:
         """
         now = self.clock()
         token_hash = secret_hash(refresh_token)
-        refused: Exception | None = None
+        refused: AuthError
         async with self.db.transaction() as tx:
             rotation = await repo.use_refresh_token(tx.session, token_hash, now)
             if rotation is not None:

@@ -60,7 +60,7 @@ async def test_a_mail_sent_by_the_auth_mailer_is_listed_with_its_link_and_printe
     ]
     assert f'href="{LINK}"' in page
     assert "<script>" not in page
-    assert f"  link: {LINK}" in capsys.readouterr().out
+    assert f"  sign-in link: {LINK}" in capsys.readouterr().out
 
 
 async def test_the_mailbox_keeps_the_newest_mails_up_to_its_capacity(sink: tuple[Mailbox, int]) -> None:

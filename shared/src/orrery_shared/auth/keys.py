@@ -223,16 +223,21 @@ class JwksKeySource:
         async with self._lock:
             now = self._clock()
             keys = self._keys
-            stale = keys is None or now >= self._fresh_until
-            # Another waiter may have refreshed while this one queued for the lock.
-            if keys is not None and not stale and kid in keys:
-                return keys
-            pause = self._retry if self._last_failed else self._min_refresh
-            if now - self._last_attempt < pause and not (stale and not self._last_failed):
-                if keys is None:
-                    raise KeysUnavailable("the issuer's keys could not be fetched")
-                return keys
-            return await self._fetch()
+            fresh = keys is not None and now < self._fresh_until
+            if fresh and keys is not None and kid in keys:
+                return keys  # another caller refreshed while this one waited for the lock
+            since_last = now - self._last_attempt
+            if self._last_failed:
+                may_fetch = since_last >= self._retry
+            elif fresh:
+                may_fetch = since_last >= self._min_refresh  # an unknown kid
+            else:
+                may_fetch = True  # never fetched, or the cache has expired
+            if may_fetch:
+                return await self._fetch()
+            if keys is None:
+                raise KeysUnavailable("the issuer's keys could not be fetched")
+            return keys
 
     async def _fetch(self) -> dict[str, PyJWK]:
         self._last_attempt = self._clock()
