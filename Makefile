@@ -36,7 +36,7 @@ docs: deps ## regenerate the documents derived from code
 	@$(PY) -m orrery_shared.events.docs > docs/events.md
 
 bench: deps infra-up
-	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in bench/[a-z]*.py; do m=$$(basename $$b .py); echo "== bench.$$m"; $(PY) -m bench.$$m || exit 1; done
 
 clean: infra-down
 	rm -rf .orrery .venv

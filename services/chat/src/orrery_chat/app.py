@@ -45,6 +45,7 @@ def create_app(settings: ChatSettings | None = None) -> FastAPI:
     merges = idempotent(runtime.database, f"{group}.merges", reown_after_merge)
     subscribe(runtime.broker, UserMerged, f"{group}.merges", merges)
     runtime.on_stop(llm.aclose)
+    runtime.on_stop(deps.drain)
 
     app = build_app(runtime, "Orrery chat", [router])
     app.state.chat = deps

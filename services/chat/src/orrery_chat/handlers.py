@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 from uuid import UUID, uuid4
 
 from redis.asyncio import Redis
@@ -66,6 +68,19 @@ class ChatDeps:
     character_wait_s: float = 5.0
     stream_active_ttl: int = 3600
     stream_finished_ttl: int = 300
+    background: set[asyncio.Task[None]] = field(default_factory=set)
+    memory_locks: weakref.WeakValueDictionary[UUID, asyncio.Lock] = field(default_factory=weakref.WeakValueDictionary)
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` in the background, keeping a reference until it ends."""
+        task = asyncio.create_task(work)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    async def drain(self) -> None:
+        """Let background work finish (called at shutdown)."""
+        if self.background:
+            await asyncio.wait(list(self.background), timeout=30)
 
 
 @dataclass(frozen=True)
@@ -192,9 +207,12 @@ async def _generate(ctx: TurnContext, deps: ChatDeps, stream: TokenStream) -> No
     try:
         if not cancelled:
             async for delta in reply:
-                if await stream.delta(delta):
+                stream.push(delta)
+                if stream.cancel_requested:
                     cancelled = True
                     break
+            await stream.flush()
+            cancelled = cancelled or stream.cancel_requested
         if cancelled:
             await reply.aclose()
             usage = _estimated_usage(prompt.messages, reply.text, deps.count)
@@ -211,7 +229,8 @@ async def _generate(ctx: TurnContext, deps: ChatDeps, stream: TokenStream) -> No
     status = "cancelled" if cancelled else "complete"
     assistant = await _complete(ctx, deps, reply.text, status, usage)
     await stream.done(assistant.message_id, status)
-    await update_memory(ctx, assistant, deps)
+    # Folding memory calls the LLM; doing it beside the lane lets the conversation's next turn start now.
+    deps.spawn(update_memory(ctx, assistant, deps))
 
 
 def _usage(result: ChatResult) -> TokenUsage:
@@ -298,12 +317,23 @@ def _failed(event: ChatTurnRequested, reason: str, retryable: bool) -> ChatTurnF
 
 async def update_memory(ctx: TurnContext, assistant: StoredMessage, deps: ChatDeps) -> None:
     """Fold the oldest messages into the rolling summary once the recent window outgrows its budget."""
-    history = [*ctx.history, assistant]
-    folded = messages_to_fold(history, ctx.memory, deps.policy, deps.count)
+    lock = deps.memory_locks.setdefault(ctx.event.conversation_id, asyncio.Lock())
+    async with lock:  # one fold at a time per conversation, each starting from the latest summary
+        await _fold(ctx, assistant, deps)
+
+
+async def _fold(ctx: TurnContext, assistant: StoredMessage, deps: ChatDeps) -> None:
+    async with deps.db.transaction() as tx:
+        row = await repo.conversation_of(tx.session, ctx.event.conversation_id, ctx.event.user_id)
+    if row is None:
+        return
+    memory = repo.memory_of(row)
+    history = [m for m in [*ctx.history, assistant] if m.seq > memory.upto_seq]
+    folded = messages_to_fold(history, memory, deps.policy, deps.count)
     if not folded:
         return
     try:
-        result = await deps.llm.complete(summary_request(ctx.memory, ctx.persona, folded), task="summary")  # type: ignore[arg-type]
+        result = await deps.llm.complete(summary_request(memory, ctx.persona, folded), task="summary")  # type: ignore[arg-type]
     except LLMError as error:
         # The window simply stays larger until a later turn succeeds in folding it.
         log.warning("memory summary failed; will retry on a later turn", extra={"error": str(error)})

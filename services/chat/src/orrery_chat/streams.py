@@ -7,6 +7,7 @@ Entry types: delta {text}, restart {}, done {message_id, status}, error {reason,
 
 from __future__ import annotations
 
+import asyncio
 from uuid import UUID
 
 from redis.asyncio import Redis
@@ -21,7 +22,10 @@ def cancel_key(turn_id: UUID) -> str:
 
 
 class TokenStream:
-    """Writes one turn's stream; a delta costs one Redis round trip, which also reads the cancel flag."""
+    """Writes one turn's stream. Deltas are written as they come; while one write is in flight, the next
+    deltas gather and go together in one pipelined round trip, which also reads the cancel flag. An idle
+    stream therefore adds one round trip per delta and a busy one far fewer, never holding a delta back.
+    """
 
     def __init__(self, redis: Redis, turn_id: UUID, *, active_ttl: int = 3600, finished_ttl: int = 300) -> None:
         self.redis = redis
@@ -30,6 +34,10 @@ class TokenStream:
         self.active_ttl = active_ttl
         self.finished_ttl = finished_ttl
         self.seq = 0
+        self.cancel_requested = False
+        self._pending: list[str] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._expiry_set = False
 
     async def resume_numbering(self) -> None:
         """Continue after whatever an earlier attempt of this turn already wrote."""
@@ -38,16 +46,33 @@ class TokenStream:
             _, fields = last[0]
             self.seq = int((fields or {})[b"seq"])
 
-    async def delta(self, text: str) -> bool:
-        """Append a delta; returns True when the user asked to cancel the turn."""
-        self.seq += 1
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.xadd(self.key, {"seq": self.seq, "type": "delta", "text": text})
-        if self.seq == 1:
-            pipe.expire(self.key, self.active_ttl)
-        pipe.exists(self.cancel)
-        results = await pipe.execute()
-        return bool(results[-1])
+    def push(self, text: str) -> None:
+        """Queue a delta for writing now (or with the next batch, if a write is in flight)."""
+        self._pending.append(text)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_pending())
+
+    async def _write_pending(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            pipe = self.redis.pipeline(transaction=False)
+            for text in batch:
+                self.seq += 1
+                pipe.xadd(self.key, {"seq": self.seq, "type": "delta", "text": text})
+            if not self._expiry_set:
+                pipe.expire(self.key, self.active_ttl)
+                self._expiry_set = True
+            pipe.exists(self.cancel)
+            results = await pipe.execute()
+            if results[-1]:
+                self.cancel_requested = True
+
+    async def flush(self) -> None:
+        """Wait until every queued delta is written (raising what the writer raised)."""
+        while self._writer is not None and not self._writer.done():
+            await self._writer  # a push during the wait may start a new writer: loop
+        if self._writer is not None:
+            self._writer.result()
 
     async def cancelled(self) -> bool:
         return bool(await self.redis.exists(self.cancel))
@@ -62,6 +87,7 @@ class TokenStream:
         await self._final({"type": "error", "reason": reason, "retryable": int(retryable)})
 
     async def _final(self, fields: dict[str, str | int], ttl: int | None = None) -> None:
+        await self.flush()
         self.seq += 1
         entry: dict[str | bytes, str | int] = {"seq": self.seq}
         entry.update(fields)

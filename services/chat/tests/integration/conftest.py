@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from uuid import uuid4
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
 from orrery_chat.settings import ChatSettings
-from services.chat.tests.integration.harness import Client, client_for, llm_env, migrate, running_app
+from services.chat.tests.integration.harness import Client, client_for, fresh_groups, llm_env, migrate, running_app
 from tests.support.infra import Infra
 from tests.support.tokens import TokenMinter
 
@@ -23,8 +22,8 @@ async def chat(
     env = pytest.MonkeyPatch()
     for name, value in llm_env(llm_stub_url).items():
         env.setenv(name, value)
-    # A group of its own, so a platform running beside the tests never takes these turns.
-    settings = ChatSettings(consumer_group_prefix=f"test-chat-{uuid4().hex[:8]}", character_wait_seconds=10)
+    # Groups of its own, so a platform running beside the tests never takes these turns.
+    settings = ChatSettings(consumer_group_prefix=await fresh_groups(infra), character_wait_seconds=10)
     try:
         async with running_app(settings) as running:
             yield running

@@ -20,10 +20,11 @@ from orrery_chat.app import create_app
 from orrery_chat.migrations import VERSIONS
 from orrery_chat.settings import ChatSettings
 from orrery_shared.db.migrations import upgrade
-from orrery_shared.events import CharacterCreated, ChatTurnRequested
+from orrery_shared.events import CharacterCreated, ChatTurnRequested, UserMerged
 from orrery_shared.kafka import make_broker, publish_event
 from orrery_shared.settings import KafkaSettings
 from tests.support.infra import Infra
+from tests.support.kafka_groups import seed_groups_at_end
 
 
 def llm_env(stub_url: str) -> dict[str, str]:
@@ -38,6 +39,20 @@ def llm_env(stub_url: str) -> dict[str, str]:
 
 async def migrate(infra: Infra) -> None:
     await asyncio.to_thread(upgrade, infra.role_url("orrery_chat"), "chat", VERSIONS)
+
+
+async def fresh_groups(infra: Infra) -> str:
+    """A consumer-group prefix of its own, starting at the end of chat's topics (see kafka_groups)."""
+    prefix = f"test-chat-{uuid4().hex[:8]}"
+    await seed_groups_at_end(
+        infra.kafka_bootstrap,
+        {
+            f"{prefix}.turns": [ChatTurnRequested.TOPIC],
+            f"{prefix}.characters": [CharacterCreated.TOPIC],
+            f"{prefix}.merges": [UserMerged.TOPIC],
+        },
+    )
+    return prefix
 
 
 @asynccontextmanager

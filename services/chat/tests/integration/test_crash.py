@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from orrery_shared.events import ChatTurnCompleted
-from services.chat.tests.integration.harness import client_for, deltas, llm_env, migrate
+from services.chat.tests.integration.harness import client_for, deltas, fresh_groups, llm_env, migrate
 from tests.support.infra import ROOT, Infra
 from tests.support.kafka_spy import spying
 from tests.support.llm_stub import StubControl
@@ -70,7 +70,7 @@ async def test_a_turn_interrupted_by_a_crash_is_restarted_and_stored_once(
         **infra.service_env(),
         **llm_env(llm_stub_url),
         "ORRERY_JWT_JWKS": token_minter.jwks,
-        "ORRERY_CHAT_CONSUMER_GROUP_PREFIX": f"test-crash-{uuid4().hex[:8]}",
+        "ORRERY_CHAT_CONSUMER_GROUP_PREFIX": await fresh_groups(infra),
     }
     reply = " ".join(f"syllable{i}" for i in range(60))
     # Both attempts get the same scripted text, streamed slowly enough to kill the first one halfway.

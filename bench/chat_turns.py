@@ -1,0 +1,290 @@
+"""Chat service throughput, the latency it adds to the first token, and prompt size against full history.
+
+Starts its own LLM stub (no think time, unpaced tokens) and one chat process on the local infrastructure, then:
+1. turns/s: 400 turns over 100 conversations published at once; time until every turn's `done` is in Redis.
+2. added time to first delta: 100 turns one at a time, publish → first delta in Redis, against a baseline
+   measured in the same run = a publish → consume round trip through the same Kafka helpers plus the stub's
+   own time to first token through the openai SDK. Added = turn latency - baseline, at p50 and p99.
+3. prompt tokens per turn for a 200-turn conversation, against sending the whole history every turn
+   (what the prompt would be without memory), both counted with the same estimator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import openai
+from redis.asyncio import Redis
+
+from orrery_chat.domain import MESSAGE_OVERHEAD
+from orrery_shared.events import CharacterCreated, ChatTurnRequested, UserRegistered
+from orrery_shared.kafka import make_broker, publish_event, subscribe
+from orrery_shared.llm.tokens import estimate_tokens
+from orrery_shared.settings import KafkaSettings, RedisSettings
+from tests.support.kafka_groups import seed_groups_at_end
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start(module: str, env: dict[str, str], ready: str, log: str) -> subprocess.Popen[bytes]:
+    out = open(ROOT / ".orrery" / log, "wb")  # noqa: SIM115
+    proc = subprocess.Popen([sys.executable, "-m", module], env=env, stdout=out, stderr=out)
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None:
+            raise SystemExit(f"{module} exited; see .orrery/{log}")
+        try:
+            if httpx.get(ready, timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{module} not ready; see .orrery/{log}")
+        time.sleep(0.2)
+
+
+def pct(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+class Bench:
+    def __init__(self, stub_url: str) -> None:
+        self.stub_url = stub_url
+        self.broker = make_broker(KafkaSettings(), "bench")
+        self.redis = Redis.from_url(RedisSettings().url)
+        self.user = uuid.uuid4()
+
+    async def character(self) -> CharacterCreated:
+        event = CharacterCreated(
+            character_id=uuid.uuid4(),
+            owner_user_id=self.user,
+            name="Vexa Moor",
+            planet="Tessaly",
+            sex="female",
+            species="Lumen",
+            archetype="xenobotanist",
+            personality="curious and patient",
+            backstory="Catalogued ten thousand spore-songs.",
+            speaking_style="gentle, precise",
+            greeting="Mind the spores.",
+            portrait_url="/p",
+            portrait_provider="procedural",
+        )
+        await publish_event(self.broker, event)
+        await asyncio.sleep(1.0)  # let chat's projection take it before the first turn
+        return event
+
+    def turn(self, conversation: uuid.UUID, character: uuid.UUID, text: str) -> ChatTurnRequested:
+        return ChatTurnRequested(
+            turn_id=uuid.uuid4(), conversation_id=conversation, user_id=self.user, character_id=character, content=text
+        )
+
+    async def wait_done(self, *turn_ids: uuid.UUID, timeout: float = 120) -> None:
+        """Poll every pending turn's stream in one pipelined round trip until each has ended."""
+        pending, deadline = [f"turn:{t}" for t in turn_ids], time.monotonic() + timeout
+        while pending and time.monotonic() < deadline:
+            pipe = self.redis.pipeline(transaction=False)
+            for key in pending:
+                pipe.xrevrange(key, count=1)
+            lasts = await pipe.execute()
+            pending = [
+                k
+                for k, last in zip(pending, lasts, strict=True)
+                if not last or last[0][1][b"type"] not in (b"done", b"error")
+            ]
+            if pending:
+                await asyncio.sleep(0.005)
+        if pending:
+            raise SystemExit(f"{len(pending)} turns did not finish")
+
+    async def first_delta(self, turn_id: uuid.UUID) -> float:
+        key = f"turn:{turn_id}"
+        while True:
+            got = await self.redis.xread({key: "0-0"}, count=1, block=5000)
+            if got:
+                return time.perf_counter()
+
+    async def throughput(self, character: uuid.UUID) -> float:
+        turns = [self.turn(uuid.uuid4(), character, "Tell me of the spore-songs.") for _ in range(100)]
+        follow = [self.turn(t.conversation_id, character, f"And then {i}?") for t in turns for i in range(3)]
+        started = time.perf_counter()
+        for event in turns + follow:
+            await publish_event(self.broker, event)
+        await self.wait_done(*(t.turn_id for t in turns + follow))
+        return len(turns + follow) / (time.perf_counter() - started)
+
+    async def first_delta_latency(self, character: uuid.UUID) -> list[float]:
+        samples = []
+        conversation = uuid.uuid4()
+        for i in range(100):
+            turn = self.turn(conversation, character, f"Quick question number {i}.")
+            waiter = asyncio.create_task(self.first_delta(turn.turn_id))
+            await asyncio.sleep(0)
+            sent = time.perf_counter()
+            await publish_event(self.broker, turn)
+            samples.append((await waiter - sent) * 1000)
+            await self.wait_done(turn.turn_id)
+        return samples
+
+    async def kafka_baseline(self) -> list[float]:
+        """publish → handler latency through the same helpers, on a topic chat does not consume."""
+        broker = make_broker(KafkaSettings(), "bench-baseline")
+        arrived: dict[str, float] = {}
+
+        async def handle(event: UserRegistered) -> None:
+            arrived[event.username] = time.perf_counter()
+
+        subscribe(broker, UserRegistered, f"bench-{uuid.uuid4().hex[:8]}", handle)
+        await broker.start()
+        await asyncio.sleep(3)
+        samples = []
+        for _ in range(100):
+            name = f"bench-{uuid.uuid4().hex}"
+            sent = time.perf_counter()
+            await publish_event(broker, UserRegistered(user_id=uuid.uuid4(), username=name, is_guest=True))
+            while name not in arrived:
+                await asyncio.sleep(0.0002)
+            samples.append((arrived[name] - sent) * 1000)
+        await broker.stop()
+        return samples
+
+    async def stub_ttft(self) -> list[float]:
+        client = openai.AsyncOpenAI(base_url=self.stub_url, api_key="stub", max_retries=0)
+        samples = []
+        for i in range(100):
+            sent = time.perf_counter()
+            stream = await client.chat.completions.create(
+                model="orrery-chat",
+                stream=True,
+                messages=[{"role": "system", "content": "You are Vexa."}, {"role": "user", "content": f"Q {i}."}],
+            )
+            async for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    samples.append((time.perf_counter() - sent) * 1000)
+                    break
+            await stream.close()
+        await client.close()
+        return samples
+
+    async def prompt_growth(self, character: CharacterCreated) -> tuple[list[int], list[int]]:
+        conversation = uuid.uuid4()
+        history = [character.greeting]
+        sent_sizes, full_sizes = [], []
+        httpx_client = httpx.AsyncClient(base_url=self.stub_url.removesuffix("/v1"))
+        await httpx_client.post("/_stub/reset")
+        for i in range(200):
+            text = f"Chapter {i}: the caravan crossed another dune and found a ruin with glyphs."
+            turn = self.turn(conversation, character.character_id, text)
+            await publish_event(self.broker, turn)
+            await self.wait_done(turn.turn_id)
+            history.append(text)
+            requests = (await httpx_client.get("/_stub/requests", params={"model": "orrery-chat"})).json()["requests"]
+            messages = requests[-1]["body"]["messages"]
+            sent_sizes.append(sum(estimate_tokens(m["content"]) + MESSAGE_OVERHEAD for m in messages))
+            system = estimate_tokens(messages[0]["content"]) + MESSAGE_OVERHEAD
+            full_sizes.append(system + sum(estimate_tokens(h) + MESSAGE_OVERHEAD for h in history))
+            reply = await self.redis.xrange(f"turn:{turn.turn_id}")
+            history.append("".join(f[b"text"].decode() for _, f in reply if f[b"type"] == b"delta"))
+        await httpx_client.aclose()
+        return sent_sizes, full_sizes
+
+
+async def run(stub_url: str) -> None:
+    bench = Bench(stub_url)
+    await bench.broker.start()
+    try:
+        character = await bench.character()
+        await bench.throughput(character.character_id)  # warm-up: connections, caches, JIT-free but cold pools
+        tps = await bench.throughput(character.character_id)
+        turn_ms = await bench.first_delta_latency(character.character_id)
+        kafka_ms = await bench.kafka_baseline()
+        stub_ms = await bench.stub_ttft()
+        sent, full = await bench.prompt_growth(character)
+    finally:
+        await bench.broker.stop()
+        await bench.redis.aclose()
+
+    base_p50 = statistics.median(kafka_ms) + statistics.median(stub_ms)
+    base_p99 = pct(kafka_ms, 0.99) + pct(stub_ms, 0.99)
+    print("chat turns (one chat process, stub with zero think time)")
+    print(f"  throughput: {tps:,.0f} turns/s  (goal >= 200)")
+    print(f"  publish -> first delta: p50 {statistics.median(turn_ms):.2f} ms, p99 {pct(turn_ms, 0.99):.2f} ms")
+    print(f"  baseline (kafka round trip + stub TTFT): p50 {base_p50:.2f} ms, p99 {base_p99:.2f} ms")
+    added50 = statistics.median(turn_ms) - base_p50
+    added99 = pct(turn_ms, 0.99) - base_p99
+    print(f"  added by chat: p50 {added50:.2f} ms, p99 {added99:.2f} ms  (goal <= 3 / <= 10)")
+    print("  prompt tokens per turn (memory vs whole history):")
+    for n in (1, 10, 25, 50, 100, 150, 200):
+        print(f"    turn {n:>3}: {sent[n - 1]:>6,} vs {full[n - 1]:>7,}  ratio {sent[n - 1] / full[n - 1]:.2f}")
+    print(f"    total 1..200: {sum(sent):,} vs {sum(full):,}  ratio {sum(sent) / sum(full):.2f}")
+
+
+def main() -> None:
+    import logging
+
+    logging.basicConfig(level=logging.ERROR)  # the baseline consumer may meet old poison messages: not news here
+    stub_port, chat_port = free_port(), free_port()
+    base_env = {**os.environ}
+    stub = start(
+        "orrery_llm_stub",
+        {
+            **base_env,
+            "ORRERY_STUB_PORT": str(stub_port),
+            "ORRERY_STUB_TTFT_MS": "0",
+            "ORRERY_STUB_TOKENS_PER_SECOND": "0",
+            "ORRERY_STUB_MAX_RECORDED_REQUESTS": "100000",
+            "ORRERY_STUB_LOG_LEVEL": "warning",
+        },
+        f"http://127.0.0.1:{stub_port}/_stub/health",
+        "bench-stub.log",
+    )
+    stub_url = f"http://127.0.0.1:{stub_port}/v1"
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    # A throwaway group starting at the end of the topics: only this run's turns count.
+    asyncio.run(
+        seed_groups_at_end(
+            KafkaSettings().bootstrap_servers,
+            {
+                f"{prefix}.turns": [ChatTurnRequested.TOPIC],
+                f"{prefix}.characters": [CharacterCreated.TOPIC],
+                f"{prefix}.merges": ["auth.user-merged.v1"],
+            },
+        )
+    )
+    chat_env = {
+        **base_env,
+        "ORRERY_CHAT_PORT": str(chat_port),
+        "ORRERY_CHAT_CONSUMER_GROUP_PREFIX": prefix,
+        "ORRERY_CHAT_LOG_LEVEL": "WARNING",
+        "ORRERY_LLM_PROVIDERS__STUB__BASE_URL": stub_url,
+        "ORRERY_LLM_DEFAULT_PROVIDER": "stub",
+        "ORRERY_LLM_ROUTES__CHAT": '["stub/orrery-chat"]',
+        "ORRERY_LLM_ROUTES__SUMMARY": '["stub/orrery-summary"]',
+    }
+    chat = start("orrery_chat", chat_env, f"http://127.0.0.1:{chat_port}/readyz", "bench-chat.log")
+    try:
+        asyncio.run(asyncio.wait_for(run(stub_url), 300))
+    finally:
+        for proc in (chat, stub):
+            proc.terminate()
+            proc.wait(20)
+
+
+if __name__ == "__main__":
+    main()
