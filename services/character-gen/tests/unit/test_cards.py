@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import struct
@@ -51,7 +52,7 @@ def character(**changes: object) -> Character:
         tags=("smuggler", "fiery"),
         portrait_provider="procedural",
     )
-    return Character(**{**base.__dict__, **changes})  # type: ignore[arg-type]
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
 
 def png(width: int = 16, height: int = 16) -> bytes:

@@ -75,7 +75,7 @@ def test_when_every_allowed_combination_is_recent_the_draw_fails_clearly() -> No
 
 
 def test_twenty_draws_against_a_growing_history_are_all_different() -> None:
-    rng, taken = random.Random(11), set()
+    rng, taken = random.Random(11), set[tuple[str, str, str]]()
     for _ in range(20):
         traits = draw_traits(rng, Pins(species="Martian"), taken)
         assert traits.combination() not in taken
