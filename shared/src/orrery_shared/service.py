@@ -61,4 +61,6 @@ def run_cli(
         log_config=None,
         access_log=os.environ.get("ORRERY_ACCESS_LOG") == "1",
         timeout_graceful_shutdown=10,
+        # Client addresses come from the socket; trusting X-Forwarded-For is each service's explicit choice.
+        proxy_headers=False,
     )
