@@ -35,7 +35,12 @@ class Runtime:
             self.db = Database(engine)
             self.relay = OutboxRelay(self.db, self.broker)
         self.redis: Redis | None = make_redis(settings.redis) if use_redis else None
+        self._on_start: list[Callable[[], Awaitable[object]]] = []
         self._on_stop: list[Callable[[], Awaitable[object]]] = []
+
+    def on_start(self, callback: Callable[[], Awaitable[object]]) -> None:
+        """Start something the service created (a listener, say) once the broker is up."""
+        self._on_start.append(callback)
 
     def on_stop(self, callback: Callable[[], Awaitable[object]]) -> None:
         """Close something the service created (an HTTP client, say) after consumers have stopped."""
@@ -66,6 +71,8 @@ class Runtime:
         if self.settings.kafka.create_topics:
             await ensure_topics(self.settings.kafka)
         await self.broker.start()
+        for callback in self._on_start:
+            await callback()
         if self.relay:
             self.relay.start()
         log.info("started", extra={"service": self.service})

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable, Sequence
+import socket
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import uvicorn
 from fastapi import APIRouter, FastAPI
@@ -32,12 +33,27 @@ def build_app(runtime: Runtime, title: str, routers: Sequence[APIRouter] = ()) -
     return app
 
 
+class _DrainingServer(uvicorn.Server):
+    """Stops accepting, then lets the app drain (`app.state.drain`) before uvicorn drops what is left."""
+
+    def __init__(self, config: uvicorn.Config, drain: Callable[[], Awaitable[None]]) -> None:
+        super().__init__(config)
+        self._drain = drain
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()
+        await self._drain()
+        await super().shutdown(sockets)
+
+
 def run_cli(
     service: str,
     load: Callable[[], S],
     create_app: Callable[[S], FastAPI],
     versions_dir: Path | None = None,
     argv: Sequence[str] | None = None,
+    uvicorn_options: dict[str, Any] | None = None,
 ) -> None:
     """`python -m orrery_<service> [serve|migrate]`."""
     parser = argparse.ArgumentParser(prog=f"orrery-{service}")
@@ -54,7 +70,7 @@ def run_cli(
         return
     configure_logging(service, settings.log_level)
     app = create_app(settings)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -63,4 +79,8 @@ def run_cli(
         timeout_graceful_shutdown=10,
         # Client addresses come from the socket; trusting X-Forwarded-For is each service's explicit choice.
         proxy_headers=False,
+        **(uvicorn_options or {}),
     )
+    drain = getattr(app.state, "drain", None)
+    server = _DrainingServer(config, drain) if drain else uvicorn.Server(config)
+    server.run()

@@ -2,4 +2,10 @@ from orrery_gateway.app import create_app
 from orrery_gateway.settings import load
 from orrery_shared.service import run_cli
 
-run_cli("gateway", load, create_app)
+run_cli(
+    "gateway",
+    load,
+    create_app,
+    # Frames beyond our own limit get an error frame; far larger ones are refused by the server itself.
+    uvicorn_options={"ws_max_size": 1024 * 1024, "ws_ping_interval": 20.0, "ws_ping_timeout": 20.0},
+)

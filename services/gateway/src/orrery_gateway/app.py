@@ -1,13 +1,55 @@
-"""Composition root of the gateway: the public edge, holding no database, only Kafka and Redis."""
+"""Composition root of the gateway: the public edge, holding no database — Kafka, Redis and HTTP only."""
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
+from orrery_gateway import api, landing, ws
+from orrery_gateway.context import Gateway
+from orrery_gateway.hub import Hub
+from orrery_gateway.limits import RateLimiter
+from orrery_gateway.notifications import NotificationListener
+from orrery_gateway.protocol import WS_PROTOCOL_DOC
 from orrery_gateway.settings import GatewaySettings, load
+from orrery_gateway.upstream import Upstreams
+from orrery_shared.auth import JwtVerifier, install_verifier
 from orrery_shared.runtime import Runtime
 from orrery_shared.service import build_app
+
+DESCRIPTION = (
+    "The public edge of Orrery: REST under `/api`, server-sent events at `/api/chat/stream`, and the "
+    "WebSocket protocol below. Every route but sign-in needs `Authorization: Bearer <access token>`; errors are "
+    '`{"error": {"code", "message"}}`.\n' + WS_PROTOCOL_DOC
+)
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or load()
     runtime = Runtime("gateway", settings, use_redis=True)
-    return build_app(runtime, "Orrery gateway")
+    assert runtime.redis is not None
+    verifier = JwtVerifier.from_settings()
+    upstreams = Upstreams(
+        settings.auth_url,
+        settings.characters_url,
+        settings.chat_url,
+        settings.dossier_url,
+        settings.upstream_timeout_seconds,
+    )
+    hub = Hub()
+    gateway = Gateway(settings, runtime.broker, runtime.redis, verifier, upstreams, hub, RateLimiter(runtime.redis))
+    listener = NotificationListener(settings.kafka.bootstrap_servers, hub)
+    runtime.on_start(listener.start)
+    runtime.on_stop(listener.stop)
+    runtime.on_stop(upstreams.aclose)
+    runtime.on_stop(verifier.aclose)
+
+    app = build_app(runtime, "Orrery", [api.router, ws.router, landing.router])
+    app.description = DESCRIPTION
+    app.state.gateway = gateway
+    install_verifier(app, verifier)
+
+    async def drain() -> None:
+        await hub.shutdown(settings.shutdown_grace_seconds)
+
+    app.state.drain = drain
+    app.mount("/", StaticFiles(directory=settings.web_dir, html=True), name="web")
+    return app

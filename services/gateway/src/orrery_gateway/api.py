@@ -1,0 +1,244 @@
+"""HTTP routes of the gateway: SSE and blocking chat, spins, and the services' APIs passed through."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+from uuid import UUID
+
+import httpx
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from orrery_gateway import turns
+from orrery_gateway.context import Gateway
+from orrery_gateway.submit import (
+    KnownConversation,
+    Submitted,
+    existing_conversation,
+    new_conversation,
+    submit_spin,
+    submit_turn,
+)
+from orrery_gateway.upstream import HOP_HEADERS, Upstream
+from orrery_shared.auth import Principal, authenticate
+from orrery_shared.events import TraitOverrides
+from orrery_shared.http import ApiError
+
+router = APIRouter()
+
+
+def gateway(request: Request) -> Gateway:
+    gw: Gateway = request.app.state.gateway
+    return gw
+
+
+GatewayDep = Annotated[Gateway, Depends(gateway)]
+
+
+def _authorization(request: Request) -> str | None:
+    # <img src> and download links cannot send headers: they may carry the token as ?access_token=.
+    header = request.headers.get("authorization")
+    if header is None and (token := request.query_params.get("access_token")):
+        return f"Bearer {token}"
+    return header
+
+
+async def caller(request: Request, gw: GatewayDep) -> Principal:
+    return await authenticate(gw.verifier, _authorization(request))
+
+
+Caller = Annotated[Principal, Depends(caller)]
+
+
+# --- chat ---------------------------------------------------------------------------------------------
+
+
+class ChatIn(BaseModel):
+    """The story bot's chat request; `session_id` is the conversation."""
+
+    text: str = Field(min_length=1, max_length=100_000)
+    session_id: UUID | None = None
+    project_id: UUID | None = None
+    character_id: UUID | None = None
+    client_msg_id: str | None = Field(None, max_length=100)
+
+
+class ChatOut(BaseModel):
+    reply: str
+    status: str
+    session_id: UUID
+    project_id: UUID | None
+    turn_id: UUID
+    message_id: UUID
+
+
+async def _conversation_for(gw: Gateway, authorization: str, body: ChatIn) -> KnownConversation:
+    if body.session_id is not None:
+        return await existing_conversation(gw, authorization, body.session_id)
+    character_id = body.character_id or await _default_character(gw, authorization)
+    known, _ = await new_conversation(gw, authorization, character_id, body.project_id)
+    return known
+
+
+async def _default_character(gw: Gateway, authorization: str) -> UUID:
+    """Without a character, a new session talks to the first preset (as the story bot had one voice)."""
+    page = await gw.upstreams.characters.get_json("/characters", authorization, params={"limit": 1})
+    presets = (page or {}).get("presets") or []
+    if not presets:
+        raise ApiError(422, "invalid", "character_id is required (no preset character is available)")
+    return UUID(presets[0]["id"])
+
+
+async def _submit(request: Request, gw: Gateway, principal: Principal, body: ChatIn) -> Submitted:
+    authorization = _authorization(request) or ""
+    conversation = await _conversation_for(gw, authorization, body)
+    return await submit_turn(gw, principal, conversation, body.text, body.client_msg_id)
+
+
+def _sse(data: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(data)}\n\n".encode()
+
+
+@router.post("/api/chat/stream", tags=["chat"], response_class=StreamingResponse)
+async def chat_stream(request: Request, body: ChatIn, gw: GatewayDep, principal: Caller) -> StreamingResponse:
+    """Server-sent events: `text` frames as the reply streams, then `metadata`, then `done`."""
+    submitted = await _submit(request, gw, principal, body)
+    project_id = submitted.conversation.project_id
+    watch = gw.hub.watch_project(project_id) if project_id else None
+
+    async def frames() -> AsyncIterator[bytes]:
+        try:
+            async for frame in turns.relay(gw.redis, submitted.turn_id, 0, gw.settings.turn_timeout_seconds):
+                if frame["type"] == "delta":
+                    yield _sse({"type": "text", "content": frame["text"]})
+                elif frame["type"] == "turn.restart":
+                    yield _sse({"type": "restart"})
+                elif frame["type"] == "turn.failed":
+                    yield _sse({"type": "error", "error": {"code": "turn_failed", "message": frame["reason"]}})
+        except turns.TurnSilent:
+            yield _sse({"type": "error", "error": {"code": "timeout", "message": "the reply did not arrive"}})
+        finally:
+            updated = watch.is_set() if watch else False
+            if project_id:
+                gw.hub.unwatch_project(project_id, watch)
+        metadata = {
+            "session_id": str(submitted.conversation.conversation_id),
+            "project_id": str(project_id) if project_id else None,
+            "dossier_updated": updated,
+        }
+        yield _sse({"type": "metadata", "metadata": metadata})
+        yield _sse({"type": "done"})
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Turn-Id": str(submitted.turn_id)}
+    return StreamingResponse(frames(), media_type="text/event-stream", headers=headers)
+
+
+@router.post("/api/chat", tags=["chat"], response_model=ChatOut)
+async def chat(request: Request, body: ChatIn, gw: GatewayDep, principal: Caller) -> ChatOut:
+    """Send a message and wait for the whole reply."""
+    submitted = await _submit(request, gw, principal, body)
+    parts: list[str] = []
+    try:
+        async for frame in turns.relay(gw.redis, submitted.turn_id, 0, gw.settings.turn_timeout_seconds):
+            if frame["type"] == "delta":
+                parts.append(frame["text"])
+            elif frame["type"] == "turn.restart":
+                parts.clear()
+            elif frame["type"] == "turn.failed":
+                raise ApiError(502, "turn_failed", frame["reason"])
+            elif frame["type"] == "turn.done":
+                return ChatOut(
+                    reply="".join(parts),
+                    status=frame["status"],
+                    session_id=submitted.conversation.conversation_id,
+                    project_id=submitted.conversation.project_id,
+                    turn_id=submitted.turn_id,
+                    message_id=UUID(frame["message_id"]),
+                )
+    except turns.TurnSilent:
+        raise ApiError(504, "timeout", "the reply did not arrive in time") from None
+    raise ApiError(502, "turn_failed", "the reply ended unexpectedly")
+
+
+# --- characters ---------------------------------------------------------------------------------------
+
+
+class SpinIn(BaseModel):
+    traits: TraitOverrides | None = None
+
+
+class SpinOut(BaseModel):
+    request_id: UUID
+
+
+@router.post("/api/characters/spin", tags=["characters"], response_model=SpinOut, status_code=202)
+async def spin(gw: GatewayDep, principal: Caller, body: SpinIn | None = None) -> SpinOut:
+    """Spin the roulette; `character.ready` (or `character.failed`) arrives on the user's sockets."""
+    return SpinOut(request_id=await submit_spin(gw, principal, body.traits if body else None))
+
+
+# --- pass-through -------------------------------------------------------------------------------------
+
+PASSED_BACK = ("content-type", "etag", "cache-control", "last-modified", "retry-after", "www-authenticate", "location")
+
+
+async def forward(
+    request: Request, upstream: Upstream, path: str, extra_headers: dict[str, str] | None = None
+) -> Response:
+    """Relay a request to a service and its answer back, with the caller's credentials."""
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS and k.lower() != "cookie"}
+    if (authorization := _authorization(request)) is not None:
+        headers["authorization"] = authorization
+    headers.update(extra_headers or {})
+    params: list[tuple[str, str | int | float | bool | None]] = [
+        (k, v) for k, v in request.query_params.multi_items() if k != "access_token"
+    ]
+    try:
+        response = await upstream.client.request(
+            request.method, path, params=params, headers=headers, content=await request.body()
+        )
+    except httpx.HTTPError:
+        raise ApiError(503, "unavailable", f"the {upstream.name} service is unreachable") from None
+    if response.status_code >= 500:
+        raise ApiError(502, "upstream_error", f"the {upstream.name} service failed; try again")
+    kept = {k: v for k, v in response.headers.items() if k.lower() in PASSED_BACK}
+    return Response(response.content, response.status_code, headers=kept)
+
+
+def _forwarded_for(request: Request) -> dict[str, str]:
+    peer = request.client.host if request.client else ""
+    chain = request.headers.get("x-forwarded-for")
+    return {"x-forwarded-for": f"{chain}, {peer}" if chain else peer}
+
+
+METHODS = ["GET", "POST", "PUT", "DELETE"]
+
+
+@router.api_route("/api/{resource}", methods=METHODS, include_in_schema=False)
+@router.api_route("/api/{resource}/{rest:path}", methods=METHODS, include_in_schema=False)
+async def service_api(request: Request, resource: str, gw: GatewayDep, rest: str = "") -> Response:
+    """`/api/characters|conversations|dossiers/...` → the owning service (the token checked here first)."""
+    upstream = gw.upstreams.by_prefix.get(resource)
+    if upstream is None:
+        raise ApiError(404, "not_found", f"no such resource /api/{resource}")
+    await authenticate(gw.verifier, _authorization(request))
+    return await forward(request, upstream, f"/{resource}" + (f"/{rest}" if rest else ""))
+
+
+@router.api_route("/api/auth/{rest:path}", methods=["POST"], tags=["auth"])
+async def auth_api(request: Request, rest: str, gw: GatewayDep) -> Response:
+    """Sign-in: magic-link, verify, guest, refresh, logout (see the auth service's documentation)."""
+    return await forward(request, gw.upstreams.auth, f"/auth/{rest}", _forwarded_for(request))
+
+
+@router.get("/api/me", tags=["auth"])
+async def me(request: Request, gw: GatewayDep) -> Response:
+    return await forward(request, gw.upstreams.auth, "/me", _forwarded_for(request))
+
+
+@router.get("/.well-known/jwks.json", tags=["auth"])
+async def jwks(request: Request, gw: GatewayDep) -> Response:
+    return await forward(request, gw.upstreams.auth, "/.well-known/jwks.json")

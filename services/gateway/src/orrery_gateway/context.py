@@ -1,0 +1,33 @@
+"""What every gateway route and socket needs, built once by the composition root."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from faststream.kafka import KafkaBroker
+from redis.asyncio import Redis
+
+from orrery_gateway.hub import Hub
+from orrery_gateway.limits import Limit, RateLimiter
+from orrery_gateway.settings import GatewaySettings
+from orrery_gateway.upstream import Upstreams
+from orrery_shared.auth import JwtVerifier
+
+
+@dataclass
+class Gateway:
+    settings: GatewaySettings
+    broker: KafkaBroker
+    redis: Redis
+    verifier: JwtVerifier
+    upstreams: Upstreams
+    hub: Hub
+    limiter: RateLimiter
+
+    @property
+    def message_limit(self) -> Limit:
+        return Limit("messages", self.settings.messages_per_minute, 60)
+
+    @property
+    def spin_limit(self) -> Limit:
+        return Limit("spins", self.settings.spins_per_hour, 3600)

@@ -1,0 +1,94 @@
+"""The WebSocket protocol: client frames as validated models, server frames as plain dicts.
+
+The AI-idol router's protocol stays valid: `start_conversation`, `message` (text in `message` instead of
+`content`) and `ping` are ours, and its `user_id` field is ignored — the token says who is calling.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+
+from orrery_shared.events import TraitOverrides
+
+
+class _Frame(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class Ping(_Frame):
+    type: Literal["ping"]
+
+
+class Spin(_Frame):
+    type: Literal["spin"]
+    traits: TraitOverrides | None = None
+
+
+class StartConversation(_Frame):
+    type: Literal["start_conversation"]
+    character_id: UUID | None = None
+    conversation_id: UUID | None = None
+    project_id: UUID | None = None
+
+
+class Message(_Frame):
+    type: Literal["message"]
+    conversation_id: UUID | None = None
+    content: str = Field("", max_length=100_000)
+    client_msg_id: str | None = Field(None, max_length=100)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _idol_router_text(cls, data: Any) -> Any:
+        # The idol router's clients send the text as `message`.
+        if isinstance(data, dict) and not data.get("content") and isinstance(data.get("message"), str):
+            return {**data, "content": data["message"]}
+        return data
+
+
+class Cancel(_Frame):
+    type: Literal["cancel"]
+    turn_id: UUID
+
+
+class Resume(_Frame):
+    type: Literal["resume"]
+    turn_id: UUID
+    after_seq: int = Field(0, ge=0)
+
+
+ClientFrame = Annotated[Ping | Spin | StartConversation | Message | Cancel | Resume, Field(discriminator="type")]
+CLIENT_FRAME = TypeAdapter(ClientFrame)
+CLIENT_TYPES = ("ping", "spin", "start_conversation", "message", "cancel", "resume")
+
+
+def error(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    """An `error` frame; the socket stays open."""
+    return {"type": "error", "code": code, "message": message, **extra}
+
+
+WS_PROTOCOL_DOC = """
+### WebSocket `/ws` (alias `/ws/chat`)
+
+Authenticate with the access token as a `Sec-WebSocket-Protocol` value (`bearer, <token>` or just `<token>`)
+or as `?token=`. A missing, bad or expired token closes the socket with code **4401**. Frames are JSON text.
+
+Client → server: `start_conversation {character_id?, conversation_id?, project_id?}` ·
+`spin {traits?}` · `message {conversation_id, content (or message), client_msg_id}` · `cancel {turn_id}` ·
+`resume {turn_id, after_seq}` · `ping`
+
+Server → client: `conversation.started {conversation_id, character, greeting}` ·
+`character.generating {request_id}` · `character.ready {request_id, character}` ·
+`character.failed {request_id, reason, retryable}` · `turn.accepted {turn_id, client_msg_id}` ·
+`delta {turn_id, seq, text}` · `turn.done {turn_id, seq, message_id, status}` · `turn.restart {turn_id, seq}` ·
+`turn.failed {turn_id, reason, retryable}` · `dossier.updated {project_id, version}` ·
+`error {code, message}` (`bad_json`, `unknown_type`, `invalid`, `too_large`, `not_found`, `rate_limited` with
+`retry_after`, `unavailable`; the socket stays open) · `pong`
+
+A client that lost its socket mid-reply reconnects (to any gateway instance) and sends
+`resume {turn_id, after_seq}` with the last `seq` it received: it gets exactly the entries after it.
+The server closes with **1001** when it shuts down, and with **4408** after a long silence.
+"""

@@ -1,0 +1,113 @@
+"""Turning a user's intent into a command on Kafka: a chat turn or a roulette spin (WebSocket, SSE and REST)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from uuid import UUID, uuid4
+
+from orrery_gateway import turns
+from orrery_gateway.context import Gateway
+from orrery_shared.auth import Principal
+from orrery_shared.events import CharacterRequested, ChatTurnRequested, TraitOverrides
+from orrery_shared.http import ApiError
+from orrery_shared.kafka import publish_event
+
+
+@dataclass(frozen=True)
+class KnownConversation:
+    conversation_id: UUID
+    character_id: UUID
+    project_id: UUID | None
+
+
+@dataclass(frozen=True)
+class Submitted:
+    turn_id: UUID
+    conversation: KnownConversation
+
+
+def not_found(what: str) -> ApiError:
+    return ApiError(404, "not_found", f"no such {what}")
+
+
+async def rate_limited(gw: Gateway, limit_name: str, user_id: UUID) -> None:
+    limit = gw.message_limit if limit_name == "messages" else gw.spin_limit
+    verdict = await gw.limiter.hit(limit, str(user_id))
+    if not verdict.allowed:
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"too many {limit_name}; try again in {verdict.retry_after}s",
+            headers={"Retry-After": str(verdict.retry_after)},
+        )
+
+
+def checked_content(gw: Gateway, content: str) -> str:
+    text = content.strip()
+    if not text:
+        raise ApiError(422, "invalid", "the message is empty")
+    if len(text) > gw.settings.max_message_chars:
+        raise ApiError(413, "too_large", f"messages are limited to {gw.settings.max_message_chars} characters")
+    return text
+
+
+async def existing_conversation(gw: Gateway, authorization: str, conversation_id: UUID) -> KnownConversation:
+    """A conversation chat knows and the caller owns (404 otherwise)."""
+    found = await gw.upstreams.conversation(authorization, conversation_id)
+    if found is None:
+        raise not_found("conversation")
+    return KnownConversation(conversation_id, UUID(found["character"]["character_id"]), UUID(found["project_id"]))
+
+
+async def new_conversation(
+    gw: Gateway, authorization: str, character_id: UUID, project_id: UUID | None
+) -> tuple[KnownConversation, dict[str, object]]:
+    """A fresh conversation with a character the caller may see; chat creates it with the first turn."""
+    character = await gw.upstreams.character(authorization, character_id)
+    if character is None:
+        raise not_found("character")
+    # The project is fixed here so every reply can name it before chat has stored anything.
+    return KnownConversation(uuid4(), character_id, project_id or uuid4()), character
+
+
+async def submit_turn(
+    gw: Gateway, principal: Principal, conversation: KnownConversation, content: str, client_msg_id: str | None
+) -> Submitted:
+    """Publish `chat.turn-requested.v1`; the reply arrives on the Redis stream `turn:{turn_id}`."""
+    text = checked_content(gw, content)
+    await rate_limited(gw, "messages", principal.user_id)
+    turn_id = uuid4()
+    await turns.claim(gw.redis, turn_id, principal.user_id)
+    event = ChatTurnRequested(
+        correlation_id=str(turn_id),
+        turn_id=turn_id,
+        conversation_id=conversation.conversation_id,
+        user_id=principal.user_id,
+        character_id=conversation.character_id,
+        project_id=conversation.project_id,
+        content=text,
+        client_msg_id=client_msg_id,
+    )
+    await publish_or_503(gw, event)
+    return Submitted(turn_id, conversation)
+
+
+async def submit_spin(gw: Gateway, principal: Principal, traits: TraitOverrides | None) -> UUID:
+    """Publish `character.requested.v1`; `character.ready` or `character.failed` follows as a notification."""
+    await rate_limited(gw, "spins", principal.user_id)
+    request_id = uuid4()
+    event = CharacterRequested(
+        correlation_id=str(request_id),
+        request_id=request_id,
+        user_id=principal.user_id,
+        traits=traits or TraitOverrides(),
+    )
+    await publish_or_503(gw, event)
+    return request_id
+
+
+async def publish_or_503(gw: Gateway, event: ChatTurnRequested | CharacterRequested) -> None:
+    try:
+        await publish_event(gw.broker, event)
+    except Exception:
+        raise ApiError(503, "unavailable", "the platform cannot take requests right now; try again") from None

@@ -1,0 +1,87 @@
+"""The services' read APIs, reached over pooled HTTP with the caller's token forwarded."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import httpx
+
+from orrery_shared.http import ApiError
+
+# Headers that describe one hop, not the message: never forwarded either way.
+HOP_HEADERS = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    "content-encoding",
+}
+
+
+class Upstream:
+    """One service behind the gateway."""
+
+    def __init__(self, name: str, base_url: str, timeout: float) -> None:
+        self.name = name
+        self.client = httpx.AsyncClient(
+            base_url=base_url,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 3.0)),
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+        )
+
+    async def get_json(self, path: str, authorization: str, params: dict[str, Any] | None = None) -> Any:
+        """GET a JSON document as the caller; None when the service says 404."""
+        try:
+            response = await self.client.get(path, headers={"Authorization": authorization}, params=params)
+        except httpx.HTTPError:
+            raise ApiError(503, "unavailable", f"the {self.name} service is unreachable") from None
+        if response.status_code == 404:
+            return None
+        if response.status_code >= 400:
+            raise _mapped(self.name, response)
+        return response.json()
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+def _mapped(name: str, response: httpx.Response) -> ApiError:
+    try:
+        error = response.json()["error"]
+        code, message = str(error["code"]), str(error["message"])
+    except (ValueError, KeyError, TypeError):
+        code, message = "upstream_error", f"the {name} service answered {response.status_code}"
+    status = response.status_code if response.status_code < 500 else 502
+    return ApiError(status, code, message)
+
+
+class Upstreams:
+    def __init__(self, auth: str, characters: str, chat: str, dossier: str, timeout: float) -> None:
+        self.auth = Upstream("auth", auth, timeout)
+        self.characters = Upstream("character", characters, timeout)
+        self.chat = Upstream("chat", chat, timeout)
+        self.dossier = Upstream("dossier", dossier, timeout)
+        self.by_prefix = {
+            "characters": self.characters,
+            "conversations": self.chat,
+            "dossiers": self.dossier,
+        }
+
+    async def character(self, authorization: str, character_id: UUID) -> dict[str, Any] | None:
+        found: dict[str, Any] | None = await self.characters.get_json(f"/characters/{character_id}", authorization)
+        return found
+
+    async def conversation(self, authorization: str, conversation_id: UUID) -> dict[str, Any] | None:
+        found: dict[str, Any] | None = await self.chat.get_json(f"/conversations/{conversation_id}", authorization)
+        return found
+
+    async def aclose(self) -> None:
+        for upstream in (self.auth, self.characters, self.chat, self.dossier):
+            await upstream.aclose()

@@ -1,0 +1,229 @@
+"""The WebSocket endpoint: one session per socket, translating frames into commands and replies into frames."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from fastapi import APIRouter, WebSocket
+from pydantic import ValidationError
+from starlette.websockets import WebSocketDisconnect
+
+from orrery_gateway import turns
+from orrery_gateway.context import Gateway
+from orrery_gateway.hub import Connection
+from orrery_gateway.protocol import (
+    CLIENT_FRAME,
+    CLIENT_TYPES,
+    Cancel,
+    Message,
+    Ping,
+    Resume,
+    Spin,
+    StartConversation,
+    error,
+)
+from orrery_gateway.submit import KnownConversation, existing_conversation, new_conversation, submit_spin, submit_turn
+from orrery_shared.auth import Principal, TokenError
+from orrery_shared.http import ApiError
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_IDLE = 4408
+
+
+def credentials(websocket: WebSocket) -> tuple[str | None, str | None]:
+    """The access token and the subprotocol to echo: `Sec-WebSocket-Protocol: bearer, <token>` or `?token=`."""
+    offered = [p.strip() for p in websocket.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
+    if offered:
+        token = offered[-1]
+        return token, ("bearer" if offered[0].lower() == "bearer" and len(offered) > 1 else token)
+    return websocket.query_params.get("token"), None
+
+
+async def _gateway(websocket: WebSocket) -> Gateway:
+    gw: Gateway = websocket.app.state.gateway
+    return gw
+
+
+@router.websocket("/ws")
+@router.websocket("/ws/chat")
+async def websocket_endpoint(websocket: WebSocket) -> None:
+    gw = await _gateway(websocket)
+    token, subprotocol = credentials(websocket)
+    try:
+        principal = await gw.verifier.verify(token or "")
+    except TokenError as refused:
+        await websocket.accept(subprotocol=subprotocol)
+        await websocket.close(CLOSE_UNAUTHORIZED, refused.code)
+        return
+    if gw.hub.closing:
+        await websocket.accept(subprotocol=subprotocol)
+        await websocket.close(1001, "server shutting down")
+        return
+    await websocket.accept(subprotocol=subprotocol)
+    connection = Connection(websocket, principal.user_id)
+    gw.hub.add(connection)
+    session = Session(gw, connection, principal, f"Bearer {token}")
+    try:
+        await session.run()
+    finally:
+        gw.hub.remove(connection)
+
+
+class Session:
+    __slots__ = ("authorization", "connection", "conversations", "current", "gw", "principal")
+
+    def __init__(self, gw: Gateway, connection: Connection, principal: Principal, authorization: str) -> None:
+        self.gw = gw
+        self.connection = connection
+        self.principal = principal
+        self.authorization = authorization
+        self.conversations: dict[UUID, KnownConversation] = {}
+        self.current: UUID | None = None
+
+    async def run(self) -> None:
+        websocket, settings = self.connection.websocket, self.gw.settings
+        while True:
+            try:
+                async with asyncio.timeout(settings.idle_timeout_seconds):
+                    message = await websocket.receive()
+            except TimeoutError:
+                await self.connection.close(CLOSE_IDLE, "idle")
+                return
+            except (WebSocketDisconnect, RuntimeError):
+                return
+            if message["type"] == "websocket.disconnect":
+                return
+            if self.principal.expires_at < datetime.now(UTC):
+                await self.connection.close(CLOSE_UNAUTHORIZED, "expired")
+                return
+            raw = message.get("text")
+            if raw is None:
+                raw = (message.get("bytes") or b"").decode(errors="replace")
+            if len(raw) > settings.max_frame_bytes:
+                await self.send(error("too_large", f"frames are limited to {settings.max_frame_bytes} bytes"))
+                continue
+            await self.handle(raw)
+
+    async def send(self, frame: dict[str, Any]) -> bool:
+        return await self.connection.send(frame)
+
+    async def handle(self, raw: str) -> None:
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            await self.send(error("bad_json", "frames must be JSON objects"))
+            return
+        if not isinstance(data, dict) or data.get("type") not in CLIENT_TYPES:
+            kind = data.get("type") if isinstance(data, dict) else None
+            await self.send(
+                error("unknown_type", f"unknown frame type {kind!r}; expected one of {', '.join(CLIENT_TYPES)}")
+            )
+            return
+        try:
+            frame = CLIENT_FRAME.validate_python(data)
+        except ValidationError as invalid:
+            details = [{"loc": [str(p) for p in e["loc"][1:]], "msg": e["msg"]} for e in invalid.errors()]
+            await self.send(error("invalid", f"invalid {data['type']} frame", fields=details))
+            return
+        try:
+            await self.dispatch(frame)
+        except ApiError as refused:
+            extra = {}
+            if refused.code == "rate_limited" and refused.headers:
+                extra["retry_after"] = int(refused.headers["Retry-After"])
+            await self.send(error(refused.code, refused.message, **extra))
+
+    async def dispatch(self, frame: object) -> None:
+        if isinstance(frame, Ping):
+            await self.send({"type": "pong"})
+        elif isinstance(frame, Spin):
+            request_id = await submit_spin(self.gw, self.principal, frame.traits)
+            await self.send({"type": "character.generating", "request_id": str(request_id)})
+        elif isinstance(frame, StartConversation):
+            await self.start_conversation(frame)
+        elif isinstance(frame, Message):
+            await self.message(frame)
+        elif isinstance(frame, Cancel):
+            if not await turns.owned_by(self.gw.redis, frame.turn_id, self.principal.user_id):
+                raise ApiError(404, "not_found", "no such turn")
+            await turns.request_cancel(self.gw.redis, frame.turn_id)
+        elif isinstance(frame, Resume):
+            if not await turns.owned_by(self.gw.redis, frame.turn_id, self.principal.user_id):
+                raise ApiError(404, "not_found", "no such turn")
+            self.relay(frame.turn_id, frame.after_seq)
+
+    async def start_conversation(self, frame: StartConversation) -> None:
+        if frame.conversation_id is not None:
+            known = self.conversations.get(frame.conversation_id) or await existing_conversation(
+                self.gw, self.authorization, frame.conversation_id
+            )
+            character = await self.gw.upstreams.character(self.authorization, known.character_id) or {}
+        elif frame.character_id is not None:
+            known, character = await new_conversation(self.gw, self.authorization, frame.character_id, frame.project_id)
+        else:
+            raise ApiError(422, "invalid", "start_conversation needs a character_id or a conversation_id")
+        self.conversations[known.conversation_id] = known
+        self.current = known.conversation_id
+        await self.send(
+            {
+                "type": "conversation.started",
+                "conversation_id": str(known.conversation_id),
+                "project_id": str(known.project_id) if known.project_id else None,
+                "character": character,
+                "greeting": character.get("greeting", ""),
+            }
+        )
+
+    async def message(self, frame: Message) -> None:
+        conversation_id = frame.conversation_id or self.current
+        if conversation_id is None:
+            raise ApiError(422, "invalid", "send start_conversation first, or name a conversation_id")
+        known = self.conversations.get(conversation_id)
+        if known is None:
+            known = await existing_conversation(self.gw, self.authorization, conversation_id)
+            self.conversations[conversation_id] = known
+        submitted = await submit_turn(self.gw, self.principal, known, frame.content, frame.client_msg_id)
+        await self.send(
+            {
+                "type": "turn.accepted",
+                "turn_id": str(submitted.turn_id),
+                "client_msg_id": frame.client_msg_id,
+                "conversation_id": str(conversation_id),
+            }
+        )
+        self.relay(submitted.turn_id, 0)
+
+    def relay(self, turn_id: UUID, after_seq: int) -> None:
+        """Forward the turn's stream to this socket in the background (replies and new frames interleave)."""
+        self.gw.hub.track(asyncio.create_task(self._relay(turn_id, after_seq)))
+
+    async def _relay(self, turn_id: UUID, after_seq: int) -> None:
+        connection = self.connection
+        connection.relaying.add(turn_id)
+        try:
+            async for frame in turns.relay(self.gw.redis, turn_id, after_seq, self.gw.settings.turn_timeout_seconds):
+                if not await connection.send(frame):
+                    return  # the client left; it may resume elsewhere with after_seq
+        except turns.TurnSilent:
+            await connection.send(
+                {"type": "turn.failed", "turn_id": str(turn_id), "reason": "timeout", "retryable": True}
+            )
+        except Exception:
+            log.exception("relay failed", extra={"turn_id": str(turn_id)})
+            await connection.send(
+                {"type": "turn.failed", "turn_id": str(turn_id), "reason": "unavailable", "retryable": True}
+            )
+        finally:
+            connection.relaying.discard(turn_id)
+
+
+def _failed(turn_id: UUID, reason: str) -> dict[str, Any]:
+    return {"type": "turn.failed", "turn_id": str(turn_id), "reason": reason, "retryable": True}
