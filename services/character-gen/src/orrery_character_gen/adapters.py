@@ -122,9 +122,13 @@ class PortraitChain:
         )
 
     async def procedural(self, traits: Traits, seed: int) -> Portrait:
-        """The procedural portrait (SVG, with a PNG rendition), drawn off the event loop."""
-        art = await asyncio.to_thread(self.procedural_provider.draw, traits, seed)
-        return Portrait(data=art.svg, content_type=SVG_TYPE, provider=PROVIDER, model=MODEL, png=art.png)
+        """The procedural portrait as SVG (its PNG is drawn on demand by `procedural_png`)."""
+        svg = self.procedural_provider.svg(traits, seed)
+        return Portrait(data=svg, content_type=SVG_TYPE, provider=PROVIDER, model=MODEL)
+
+    async def procedural_png(self, traits: Traits, seed: int) -> bytes:
+        """The procedural portrait as PNG, drawn off the event loop."""
+        return await asyncio.to_thread(self.procedural_provider.png, traits, seed)
 
     async def aclose(self) -> None:
         """Close every provider's connections."""

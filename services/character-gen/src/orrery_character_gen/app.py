@@ -83,7 +83,7 @@ def create_app(
 
     app = build_app(runtime, "Orrery character-gen", [router])
     app.state.settings = settings
-    app.state.queries = CharacterQueries(store)
+    app.state.queries = CharacterQueries(store, painter)
     app.state.importer = CardImporter(store, painter, max_pixels=settings.max_import_pixels)
     install_verifier(app, verifier)
 

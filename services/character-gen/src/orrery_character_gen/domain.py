@@ -303,7 +303,7 @@ def portrait_seed(character_id: UUID) -> int:
 
 @dataclass(frozen=True)
 class Portrait:
-    """An image stored with its character; `png` is a PNG rendition when `data` is not already PNG."""
+    """An image stored with its character; `png` is a PNG rendition of a raster `data` that is not PNG."""
 
     data: bytes
     content_type: str
@@ -317,13 +317,9 @@ class Portrait:
         """Hex digest of the served bytes (the strong ETag)."""
         return hashlib.sha256(self.data).hexdigest()
 
-    def png_bytes(self) -> bytes:
-        """The PNG version (for character cards)."""
-        if self.content_type == "image/png":
-            return self.data
-        if self.png is None:
-            raise ValueError("this portrait has no PNG rendition")
-        return self.png
+    def png_bytes(self) -> bytes | None:
+        """The PNG version for character cards; None for a procedural SVG, whose PNG is drawn on demand."""
+        return self.data if self.content_type == "image/png" else self.png
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
@@ -63,13 +63,9 @@ class StoredPortrait:
     sha256: str
     png: bytes | None
 
-    def png_bytes(self) -> bytes:
-        """The PNG rendition (the portrait itself when it is a PNG)."""
-        if self.content_type == "image/png":
-            return self.data
-        if self.png is None:
-            raise ValueError("this portrait has no PNG rendition")
-        return self.png
+    def png_bytes(self) -> bytes | None:
+        """The PNG rendition (the portrait itself when it is a PNG); None for a procedural SVG, drawn on demand."""
+        return self.data if self.content_type == "image/png" else self.png
 
     def visible_to(self, user_id: UUID | None) -> bool:
         """Presets are everyone's; other portraits only their owner's."""
@@ -157,7 +153,11 @@ class Painter(Protocol):
         ...
 
     async def procedural(self, traits: Traits, seed: int) -> Portrait:
-        """The procedural portrait of `traits`."""
+        """The procedural portrait of `traits` (SVG)."""
+        ...
+
+    async def procedural_png(self, traits: Traits, seed: int) -> bytes:
+        """The same procedural portrait as PNG."""
         ...
 
 
@@ -394,8 +394,9 @@ class CardImporter:
 class CharacterQueries:
     """Read side, scoped by caller: another user's character is indistinguishable from a missing one."""
 
-    def __init__(self, store: CharacterStore) -> None:
+    def __init__(self, store: CharacterStore, painter: Painter) -> None:
         self.store = store
+        self.painter = painter
 
     async def character(self, user_id: UUID | None, character_id: UUID) -> Character:
         """A character the caller may see; raises NotFoundError."""
@@ -426,9 +427,7 @@ class CharacterQueries:
         """The portrait as PNG carrying the card in its `chara` chunk."""
         character = await self.character(user_id, character_id)
         portrait = await self.portrait(user_id, character_id)
-        return cards.embed_card(portrait.png_bytes(), cards.card_json(character))
-
-
-def without_extras(character: Character) -> Character:
-    """The character without the card fields an import carried (for compact listings)."""
-    return replace(character, card_extras={})
+        png = portrait.png_bytes()
+        if png is None:
+            png = await self.painter.procedural_png(character.traits, portrait_seed(character.id))
+        return cards.embed_card(png, cards.card_json(character))

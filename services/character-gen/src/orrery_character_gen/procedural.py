@@ -1298,22 +1298,24 @@ def render_svg(scene: Scene) -> bytes:
 
 
 def render_png(scene: Scene, size: int = SIZE, supersample: int = 2) -> bytes:
-    """The scene as a PNG (drawn at `supersample` times the size, then downscaled for smooth edges)."""
+    """The scene as a PNG (drawn at `supersample` times the size, then box-downscaled for smooth edges)."""
     scale = size * supersample / SIZE
     canvas = size * supersample
-    image = Image.new("RGB", (canvas, canvas), scene.sky_top)
-    draw = ImageDraw.Draw(image, "RGBA")
     top, bottom = scene.sky_top, scene.sky_bottom
-    for y in range(canvas):
-        t = y / max(1, canvas - 1)
-        colour = tuple(round(a + (b - a) * t) for a, b in zip(top, bottom, strict=True))
-        draw.line([(0, y), (canvas, y)], fill=(colour[0], colour[1], colour[2]))
+    steps = 256
+    strip = Image.new("RGB", (1, steps))
+    strip.putdata(
+        [tuple(round(a + (b - a) * i / (steps - 1)) for a, b in zip(top, bottom, strict=True)) for i in range(steps)]
+    )
+    image = strip.resize((canvas, canvas), Image.Resampling.BILINEAR)
+    draw = ImageDraw.Draw(image, "RGBA")
     for shape in scene.shapes:
         _draw_shape(draw, shape, scale)
     if supersample > 1:
-        image = image.resize((size, size), Image.Resampling.LANCZOS)
+        image = image.reduce(supersample)
     out = io.BytesIO()
-    image.save(out, format="PNG", optimize=False, compress_level=6)
+    # Fast compression: the picture is re-rendered cheaply and served rarely, so CPU matters more than bytes.
+    image.save(out, format="PNG", compress_level=3)
     return out.getvalue()
 
 
@@ -1374,7 +1376,8 @@ class ProceduralPortraits:
     """An image provider drawing procedural portraits; selectable as "procedural" in the image registry.
 
     `generate` (the registry's protocol) reads the traits from the prompt and answers PNG; the portrait chain
-    calls `draw` with the real traits and keeps both the SVG and the PNG.
+    calls `svg` with the real traits, and `png` only when a PNG is asked for (a character card): the same traits
+    and seed always give the same picture, so the raster version never needs storing.
     """
 
     name = PROVIDER
@@ -1382,17 +1385,21 @@ class ProceduralPortraits:
     def __init__(self, png_size: int = SIZE) -> None:
         self.png_size = png_size
 
-    def draw(self, traits: Traits, seed: int) -> ProceduralArt:
-        """Both renditions of the portrait of `traits` (CPU-bound: run it off the event loop)."""
-        return paint(traits, seed, self.png_size)
+    def svg(self, traits: Traits, seed: int) -> bytes:
+        """The SVG portrait of `traits` (about a millisecond)."""
+        return render_svg(compose(traits, seed))
+
+    def png(self, traits: Traits, seed: int) -> bytes:
+        """The same portrait as PNG (CPU-bound, tens of milliseconds: run it off the event loop)."""
+        return render_png(compose(traits, seed), self.png_size)
 
     async def generate(self, request: ImageRequest) -> GeneratedImage:
         """A PNG portrait of the traits named in the prompt."""
         started = time.monotonic()
         seed = request.seed if request.seed is not None else _stable_int(request.prompt)
-        art = await asyncio.to_thread(self.draw, infer_traits(request.prompt), seed)
+        data = await asyncio.to_thread(self.png, infer_traits(request.prompt), seed)
         return GeneratedImage(
-            data=art.png, mime_type="image/png", provider=PROVIDER, model=MODEL, latency_s=time.monotonic() - started
+            data=data, mime_type="image/png", provider=PROVIDER, model=MODEL, latency_s=time.monotonic() - started
         )
 
     async def aclose(self) -> None:

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from orrery_character_gen.domain import preset_id
 from orrery_shared.events import CharacterCreated
 from tests.support.llm_stub import StubControl
 
@@ -76,6 +77,19 @@ async def test_a_card_exported_as_json_and_as_png_imports_back_to_the_same_chara
     assert portrait.headers["content-type"] == "image/png"
     with Image.open(io.BytesIO(portrait.content)) as image:
         assert "chara" not in image.info  # the stored portrait is the picture, not the old card
+
+
+async def test_a_procedural_portraits_card_png_is_a_real_picture_carrying_the_card(service: Service) -> None:
+    kix = preset_id("KX-7 Kix")
+    card = (await service.http.get(f"/characters/{kix}/card")).json()
+    response = await service.http.get(f"/characters/{kix}/card.png")
+    assert response.status_code == 200
+    with Image.open(io.BytesIO(response.content)) as image:
+        image.load()
+        assert image.size == (512, 512)
+        assert len(image.convert("RGB").getcolors(maxcolors=1_000_000) or []) > 50
+        assert json.loads(base64.b64decode(image.text["chara"])) == card  # type: ignore[attr-defined]
+    assert card["data"]["mes_example"].startswith("<START>")  # a preset's own card fields travel along
 
 
 async def test_an_imported_card_is_published_as_character_created_for_the_caller(service: Service) -> None:

@@ -152,8 +152,10 @@ class FakePainter:
         return await self.procedural(traits, seed)
 
     async def procedural(self, traits: Traits, seed: int) -> Portrait:
-        art = paint(traits, seed, png_size=64)
-        return Portrait(data=art.svg, content_type=SVG_TYPE, provider=PROVIDER, model=MODEL, png=art.png)
+        return Portrait(data=paint(traits, seed, png_size=8).svg, content_type=SVG_TYPE, provider=PROVIDER, model=MODEL)
+
+    async def procedural_png(self, traits: Traits, seed: int) -> bytes:
+        return paint(traits, seed, png_size=64).png
 
 
 @pytest.fixture

@@ -176,7 +176,7 @@ async def test_another_users_character_is_not_found_but_presets_are_visible_to_a
     await spin(spin_request(owner))
     await load_presets(store, painter, PRESETS_DIR)
     character_id = store.published[0].character_id
-    queries = CharacterQueries(store)
+    queries = CharacterQueries(store, painter)
     assert (await queries.character(owner, character_id)).id == character_id
     with pytest.raises(NotFoundError):
         await queries.character(stranger, character_id)
@@ -267,4 +267,18 @@ async def test_a_provider_jpeg_is_kept_with_a_png_rendition_for_cards() -> None:
     chain = PortraitChain([("openai", ScriptedImages(_jpeg()))], ProceduralPortraits(png_size=64))
     portrait = await chain.paint(Traits("male", "Grey", "smuggler"), "x", seed=3)
     assert portrait.provider == "openai" and portrait.content_type == "image/jpeg"
-    assert portrait.png_bytes().startswith(cards.PNG_SIGNATURE)
+    png = portrait.png_bytes()
+    assert png is not None and png.startswith(cards.PNG_SIGNATURE)
+
+
+async def test_a_procedural_portraits_png_card_is_drawn_on_demand_and_carries_the_card(
+    spin: SpinHandler, store: Any, painter: Any
+) -> None:
+    user = uuid.uuid4()
+    await spin(spin_request(user))
+    character_id = store.published[0].character_id
+    assert store.portraits[character_id].png is None  # only the SVG is stored
+    card_png = await CharacterQueries(store, painter).card_png(user, character_id)
+    with Image.open(io.BytesIO(card_png)) as image:
+        assert image.size == (64, 64)
+    assert json.loads(cards.card_text_from_png(card_png))["data"]["name"] == store.characters[character_id].name
