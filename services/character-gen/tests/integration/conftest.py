@@ -32,6 +32,7 @@ from orrery_shared.events import CharacterCreated, CharacterFailed, CharacterReq
 from orrery_shared.kafka import encode, ensure_topics, event_headers
 from orrery_shared.settings import KafkaSettings
 from tests.support.infra import Infra
+from tests.support.kafka_groups import seed_groups_at_end
 from tests.support.llm_stub import StubControl
 from tests.support.tokens import TokenMinter
 
@@ -144,19 +145,6 @@ async def events(infra: Infra) -> AsyncIterator[Events]:
         await collector.consumer.stop()
 
 
-async def start_group_at_end(bootstrap: str, group: str, topics: list[type[Event]]) -> None:
-    """Commit the group's offsets at the topics' current end, so a new consumer skips older messages."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(t.TOPIC, p) for t in topics for p in range(t.PARTITIONS)]
-        consumer.assign(partitions)
-        ends = await consumer.end_offsets(partitions)
-        await consumer.commit(dict(ends))
-    finally:
-        await consumer.stop()
-
-
 @pytest.fixture(scope="session")
 async def producer(infra: Infra) -> AsyncIterator[AIOKafkaProducer]:
     kafka = AIOKafkaProducer(bootstrap_servers=infra.kafka_bootstrap, acks="all", enable_idempotence=True)
@@ -224,7 +212,7 @@ async def service(
     producer: AIOKafkaProducer,
 ) -> AsyncIterator[Service]:
     group = "test-character-gen-" + uuid.uuid4().hex[:8]
-    await start_group_at_end(infra.kafka_bootstrap, group, [CharacterRequested, UserMerged])
+    await seed_groups_at_end(infra.kafka_bootstrap, {group: [CharacterRequested.TOPIC, UserMerged.TOPIC]})
     settings = CharacterGenSettings(
         database_url=characters_schema.url,
         db_schema=characters_schema.name,
