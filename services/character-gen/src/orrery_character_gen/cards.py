@@ -28,6 +28,7 @@ CHARA_KEYWORD = b"chara"
 CARD_TEXT_KEYWORDS = (b"chara", b"ccv3")
 MAX_CARD_JSON_BYTES = 2 * 1024 * 1024
 MAX_PNG_CHUNKS = 10_000
+MAX_NESTING = 32
 
 # The card fields an Orrery character maps onto; anything else a card carries is kept verbatim.
 CARD_FIELDS = (
@@ -286,6 +287,8 @@ def parse_card(raw: bytes) -> CharacterCardV2:
         document = json.loads(raw)
     except (UnicodeDecodeError, ValueError):
         raise CardError("invalid_json", "the body is neither a PNG nor valid JSON", 400) from None
+    except RecursionError:
+        raise CardError("invalid_json", "the JSON is nested too deeply", 400) from None
     if not isinstance(document, dict) or "spec" not in document or "data" not in document:
         raise CardError("not_a_card", "the JSON is not a character card (it needs spec and data)")
     if document.get("spec") != SPEC or document.get("spec_version") != SPEC_VERSION:
@@ -295,11 +298,36 @@ def parse_card(raw: bytes) -> CharacterCardV2:
             f"{str(document.get('spec'))[:40]!r} version {str(document.get('spec_version'))[:10]!r}",
         )
     try:
-        return CharacterCardV2.model_validate(document)
+        card = CharacterCardV2.model_validate(document)
+    except RecursionError:
+        raise CardError("invalid_card", "the card is nested too deeply", 422) from None
     except ValidationError as error:
         first = error.errors(include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"])
         raise CardError("invalid_card", f"the card is invalid at {where}: {first['msg']}") from None
+    _check_structure(document)
+    return card
+
+
+def _check_structure(value: Any) -> None:
+    """Refuse what no real card has and storage cannot take: deep nesting, NUL characters, lone surrogates."""
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if level > MAX_NESTING:
+            raise CardError("invalid_card", f"the card nests deeper than {MAX_NESTING} levels")
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise CardError("invalid_card", "the card contains NUL characters")
+            try:
+                item.encode()
+            except UnicodeEncodeError:
+                raise CardError("invalid_card", "the card contains text that is not valid Unicode") from None
+        elif isinstance(item, dict):
+            stack.extend((k, level + 1) for k in item)
+            stack.extend((v, level + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, level + 1) for v in item)
 
 
 def _orrery_extension(data: CardData) -> OrreryExtension | None:

@@ -229,6 +229,16 @@ class PersonaDraft(BaseModel):
     )
     tags: list[Tag] = Field(min_length=1, max_length=8, description="a few lowercase keywords")
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _storable(cls, value: object) -> object:
+        # Postgres text holds neither NUL nor lone surrogates; a model emitting one should not fail the spin.
+        if isinstance(value, str):
+            return _storable_text(value)
+        if isinstance(value, list):
+            return [_storable_text(v) if isinstance(v, str) else v for v in value]
+        return value
+
     @field_validator("tags")
     @classmethod
     def _distinct_lowercase(cls, tags: list[str]) -> list[str]:
@@ -236,6 +246,10 @@ class PersonaDraft(BaseModel):
         for tag in tags:
             seen.setdefault(tag.lower(), None)
         return list(seen)
+
+
+def _storable_text(text: str) -> str:
+    return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
 
 
 PERSONA_SYSTEM_PROMPT = (

@@ -162,6 +162,34 @@ def test_malformed_or_foreign_json_is_refused_with_a_clear_code(raw: bytes, code
     assert (caught.value.code, caught.value.status) == (code, status)
 
 
+def test_absurdly_nested_json_is_refused_rather_than_crashing() -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    with pytest.raises(CardError) as caught:
+        cards.parse_card(deep)
+    assert caught.value.status == 400
+    nested = '{"spec": "chara_card_v2", "spec_version": "2.0", "data": {"name": "x", "extensions": {"a": '
+    with pytest.raises(CardError) as caught:
+        cards.parse_card((nested + "[" * 900 + "]" * 900 + "}}}").encode())
+    assert (caught.value.code, caught.value.status) == ("invalid_card", 422)
+
+
+def test_a_card_with_nul_characters_is_refused() -> None:
+    raw = b'{"spec": "chara_card_v2", "spec_version": "2.0", "data": {"name": "x\\u0000y"}}'
+    with pytest.raises(CardError, match="NUL"):
+        cards.parse_card(raw)
+
+
+def test_a_card_with_a_lone_surrogate_is_refused() -> None:
+    in_a_field = b'{"spec": "chara_card_v2", "spec_version": "2.0", "data": {"name": "x\\ud800y"}}'
+    with pytest.raises(CardError, match=r"data\.name"):
+        cards.parse_card(in_a_field)
+    in_an_extension = (
+        b'{"spec": "chara_card_v2", "spec_version": "2.0", "data": {"name": "x", "extensions": {"k": "\\udfff"}}}'
+    )
+    with pytest.raises(CardError, match="Unicode"):
+        cards.parse_card(in_an_extension)
+
+
 def test_an_overlong_field_is_refused_naming_it() -> None:
     raw = json.dumps({"spec": "chara_card_v2", "spec_version": "2.0", "data": {"name": "x" * 101}}).encode()
     with pytest.raises(CardError, match=r"data\.name"):

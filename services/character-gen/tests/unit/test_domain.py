@@ -120,6 +120,11 @@ def test_a_persona_outside_its_length_limits_is_invalid(field: str, value: objec
         PersonaDraft.model_validate(_persona(**{field: value}))
 
 
+def test_nul_characters_from_the_model_are_dropped() -> None:
+    persona = PersonaDraft.model_validate(_persona(name="Vexa\x00 Quorn", tags=["w\x00ry"]))
+    assert persona.name == "Vexa Quorn" and persona.tags == ["wry"]
+
+
 def test_a_persona_with_unexpected_fields_is_invalid() -> None:
     with pytest.raises(ValidationError):
         PersonaDraft.model_validate(_persona(secret="x"))
