@@ -33,8 +33,10 @@ def platform(command: list[str]) -> Iterator[tuple[subprocess.Popen[str], list[s
     busy = [name for name, port in PORTS.items() if _port_open(port)]
     if busy:
         pytest.fail(f"ports already in use by something else: {busy}; stop the running platform first")
+    # The suite's own broker is already up (see tests/support/infra.py): `make run` must not start another.
+    env = {**os.environ, "ORRERY_EXTERNAL_KAFKA": "1"}
     proc = subprocess.Popen(
-        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
     )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True)

@@ -7,6 +7,7 @@ project's own scripts, which install and start everything on loopback.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -16,6 +17,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+
+from orrery_shared.kafka import ensure_topics
+from orrery_shared.settings import KafkaSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "scripts" / "infra"
@@ -56,10 +60,31 @@ def _docker_answers() -> bool:
         return False
 
 
+TEST_KAFKA_PORT, TEST_KAFKA_CONTROLLER_PORT = 29092, 29093
+
+
+def _fresh_test_kafka() -> str:
+    """A broker of the test suite's own, emptied at the start of every session.
+
+    Services give their consumer groups the names they use in production, and a new group reads its topics
+    from the start; on a broker shared with `make run`, or kept from earlier runs, they would first replay
+    everything published before. An empty broker makes every run start from the same place.
+    """
+    from tests.support.kafka_control import DisposableKafka
+
+    kafka = DisposableKafka("kafka-test", TEST_KAFKA_PORT, TEST_KAFKA_CONTROLLER_PORT)
+    if os.environ.get("ORRERY_TEST_KEEP_KAFKA") != "1":
+        kafka.stop()
+        kafka.wipe()
+    kafka.start()
+    asyncio.run(ensure_topics(KafkaSettings(bootstrap_servers=kafka.bootstrap)))
+    return kafka.bootstrap
+
+
 def _local_scripts() -> Infra:
-    subprocess.run(["bash", str(SCRIPTS / "up.sh")], check=True)
+    subprocess.run(["bash", str(SCRIPTS / "up.sh")], check=True, env={**os.environ, "ORRERY_EXTERNAL_KAFKA": "1"})
     return Infra(
-        kafka_bootstrap="127.0.0.1:" + os.environ.get("ORRERY_KAFKA_PORT", "19092"),
+        kafka_bootstrap=_fresh_test_kafka(),
         redis_url="redis://127.0.0.1:" + os.environ.get("ORRERY_REDIS_PORT", "56379") + "/0",
         postgres_admin_url="postgresql://postgres@127.0.0.1:" + os.environ.get("ORRERY_PG_PORT", "55432") + "/orrery",
     )

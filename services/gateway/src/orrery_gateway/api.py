@@ -217,17 +217,6 @@ def _forwarded_for(request: Request) -> dict[str, str]:
 METHODS = ["GET", "POST", "PUT", "DELETE"]
 
 
-@router.api_route("/api/{resource}", methods=METHODS, include_in_schema=False)
-@router.api_route("/api/{resource}/{rest:path}", methods=METHODS, include_in_schema=False)
-async def service_api(request: Request, resource: str, gw: GatewayDep, rest: str = "") -> Response:
-    """`/api/characters|conversations|dossiers/...` → the owning service (the token checked here first)."""
-    upstream = gw.upstreams.by_prefix.get(resource)
-    if upstream is None:
-        raise ApiError(404, "not_found", f"no such resource /api/{resource}")
-    await authenticate(gw.verifier, _authorization(request))
-    return await forward(request, upstream, f"/{resource}" + (f"/{rest}" if rest else ""))
-
-
 @router.api_route("/api/auth/{rest:path}", methods=["POST"], tags=["auth"])
 async def auth_api(request: Request, rest: str, gw: GatewayDep) -> Response:
     """Sign-in: magic-link, verify, guest, refresh, logout (see the auth service's documentation)."""
@@ -242,3 +231,15 @@ async def me(request: Request, gw: GatewayDep) -> Response:
 @router.get("/.well-known/jwks.json", tags=["auth"])
 async def jwks(request: Request, gw: GatewayDep) -> Response:
     return await forward(request, gw.upstreams.auth, "/.well-known/jwks.json")
+
+
+# Declared last: the specific routes above take precedence.
+@router.api_route("/api/{resource}", methods=METHODS, include_in_schema=False)
+@router.api_route("/api/{resource}/{rest:path}", methods=METHODS, include_in_schema=False)
+async def service_api(request: Request, resource: str, gw: GatewayDep, rest: str = "") -> Response:
+    """`/api/characters|conversations|dossiers/...` → the owning service (the token checked here first)."""
+    upstream = gw.upstreams.by_prefix.get(resource)
+    if upstream is None:
+        raise ApiError(404, "not_found", f"no such resource /api/{resource}")
+    await authenticate(gw.verifier, _authorization(request))
+    return await forward(request, upstream, f"/{resource}" + (f"/{rest}" if rest else ""))
