@@ -8,7 +8,8 @@ chain (the procedural portrait), on the local infrastructure, then:
 2. latency: 100 spins one at a time, publish → character.created.v1 consumed, p50 and p99. Baseline in the same
    run: the stub calls alone (the identical structured persona request through the LLM client, one at a time).
    Added = spin latency - baseline: Kafka in and out (outbox relay), Postgres, trait draw and the portrait.
-The bench's rows are deleted from the characters schema afterwards.
+The bench's rows are deleted from the characters schema afterwards. It uses the service's own schema, so it
+refuses to run while another character-gen (e.g. `make run`) is up: that one would share the outbox and the work.
 """
 
 from __future__ import annotations
@@ -222,10 +223,18 @@ async def run(stub_url: str, users: list[uuid.UUID]) -> None:
     print(f"  procedural portrait: {svg_ms:.1f} ms as SVG (each spin), {png_ms:.1f} ms as PNG (only for card.png)")
 
 
+def platform_running(port: int = CharacterGenSettings().port) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.3)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 def main() -> None:
     import logging
 
     logging.basicConfig(level=logging.ERROR)
+    if platform_running():
+        raise SystemExit("a character-gen already listens on its port (make run?): stop it first, it shares the schema")
     stub_port, port = free_port(), free_port()
     env = {**os.environ}
     stub = start(
