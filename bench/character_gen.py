@@ -8,7 +8,7 @@ chain (the procedural portrait), on the local infrastructure, then:
 2. latency: 100 spins one at a time, publish → character.created.v1 consumed, p50 and p99. Baseline in the same
    run: the stub calls alone (the identical structured persona request through the LLM client, one at a time).
    Added = spin latency - baseline: Kafka in and out (outbox relay), Postgres, trait draw and the portrait.
-The bench's rows are deleted from the characters schema afterwards. It uses the service's own schema, so it
+The bench's characters are deleted from the schema afterwards. It uses the service's own schema, so it
 refuses to run while another character-gen (e.g. `make run`) is up: that one would share the outbox and the work.
 """
 
@@ -199,8 +199,8 @@ def cleanup(users: list[uuid.UUID]) -> None:
     settings = CharacterGenSettings()
     url = settings.database_url.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(url, autocommit=True, options=f"-csearch_path={settings.db_schema}") as conn:
+        # The spin outcomes stay: a consumer group that later replays the topic then skips these spins.
         conn.execute("DELETE FROM characters WHERE owner_user_id = ANY(%s)", (users,))
-        conn.execute("DELETE FROM spin_requests WHERE user_id = ANY(%s)", (users,))
 
 
 async def run(stub_url: str, users: list[uuid.UUID]) -> None:
