@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import colorsys
+import functools
 import hashlib
 import io
 import math
@@ -1372,6 +1373,12 @@ def paint(traits: Traits, seed: int, png_size: int = SIZE) -> ProceduralArt:
     return ProceduralArt(svg=render_svg(scene), png=render_png(scene, png_size))
 
 
+@functools.lru_cache(maxsize=128)
+def _cached_png(traits: Traits, seed: int, size: int) -> bytes:
+    # The same few cards (presets above all) are asked for again and again; a PNG is ~40 kB.
+    return render_png(compose(traits, seed), size)
+
+
 class ProceduralPortraits:
     """An image provider drawing procedural portraits; selectable as "procedural" in the image registry.
 
@@ -1391,7 +1398,7 @@ class ProceduralPortraits:
 
     def png(self, traits: Traits, seed: int) -> bytes:
         """The same portrait as PNG (CPU-bound, tens of milliseconds: run it off the event loop)."""
-        return render_png(compose(traits, seed), self.png_size)
+        return _cached_png(traits, seed, self.png_size)
 
     async def generate(self, request: ImageRequest) -> GeneratedImage:
         """A PNG portrait of the traits named in the prompt."""
