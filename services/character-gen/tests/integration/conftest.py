@@ -1,7 +1,8 @@
 """The character-gen service in-process on a loopback port, against real Kafka, PostgreSQL and the LLM stub.
 
 The schema is a throwaway one owned by its own role, migrated with `python -m orrery_character_gen migrate`.
-The service's consumer group starts at the topics' current end, so it never replays older spins. Its image
+The service runs per test module, and its consumer group starts at the topics' current end, so it neither
+replays older spins nor lingers to answer other tests' spins later in the session. Its image
 chain is OpenAI Images (served by the stub) then the procedural portrait, so both paths can be exercised.
 """
 
@@ -105,22 +106,6 @@ class Events:
             await asyncio.sleep(0.05)
         raise AssertionError(f"nothing arrived within {timeout}s")
 
-    def outcomes(self, request_id: uuid.UUID) -> list[Event]:
-        return [
-            *(e for e in self.created if e.request_id == request_id),
-            *(e for e in self.failed if e.request_id == request_id),
-        ]
-
-    async def outcome(self, request_id: uuid.UUID, timeout: float = 60.0) -> Event:
-        """The created or failed event of a spin."""
-        found: list[Event] = await self.wait_for(lambda: self.outcomes(request_id), timeout)
-        return found[0]
-
-    async def created_event(self, request_id: uuid.UUID, timeout: float = 60.0) -> CharacterCreated:
-        event = await self.outcome(request_id, timeout)
-        assert isinstance(event, CharacterCreated), event
-        return event
-
 
 async def _tail(bootstrap: str, topics: list[type[Event]]) -> AIOKafkaConsumer:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
@@ -185,7 +170,35 @@ class Service:
 
     async def spin_created(self, user_id: uuid.UUID, **traits: str) -> CharacterCreated:
         request = await self.spin(user_id, **traits)
-        return await self.events.created_event(request.request_id)
+        event = await self.outcome(request.request_id)
+        assert isinstance(event, CharacterCreated), event
+        return event
+
+    async def recorded(self, request_id: uuid.UUID) -> tuple[str, uuid.UUID | None] | None:
+        """The outcome this service stored for a spin, if any."""
+        rows = await asyncio.to_thread(
+            sql, self.schema, "SELECT status, character_id FROM spin_requests WHERE request_id = %s", request_id
+        )
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    async def outcome(self, request_id: uuid.UUID, timeout: float = 60.0) -> Event:
+        """The event this service published for a spin.
+
+        Another test session may run a character-gen on the same broker and answer the same request from its
+        own database, so the event is picked by what this service stored, not just by request id.
+        """
+        deadline = time.monotonic() + timeout
+        while (found := await self.recorded(request_id)) is None:
+            assert time.monotonic() < deadline, f"spin {request_id} was not handled within {timeout}s"
+            await asyncio.sleep(0.05)
+        status, character_id = found
+        if status == "created":
+            return await self.events.wait_for(
+                lambda: next((e for e in self.events.created if e.character_id == character_id), None), timeout
+            )
+        return await self.events.wait_for(
+            lambda: next((e for e in self.events.failed if e.request_id == request_id), None), timeout
+        )
 
     async def merge(self, guest: uuid.UUID, account: uuid.UUID) -> UserMerged:
         event = UserMerged(from_user_id=guest, to_user_id=account)
@@ -202,7 +215,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def service(
     infra: Infra,
     characters_schema: Schema,
@@ -250,3 +263,9 @@ async def service(
 def stub(llm_stub: StubControl) -> StubControl:
     """The stub, its script and request log cleared for this test."""
     return llm_stub
+
+
+def persona_calls(stub: StubControl, sex: str, species: str, archetype: str) -> list[dict[str, Any]]:
+    """The persona requests the stub received for these traits (other spins may share the stub)."""
+    lines = f"Sex or gender: {sex}\nSpecies: {species}\nArchetype: {archetype}"
+    return [r for r in stub.chat_requests() if any(lines in str(m.get("content")) for m in r.get("messages", []))]

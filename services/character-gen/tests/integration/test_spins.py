@@ -15,7 +15,7 @@ from PIL import Image
 from orrery_shared.events import CharacterCreated, CharacterFailed, CharacterRequested
 from tests.support.llm_stub import StubControl
 
-from .conftest import Service, publish, sql
+from .conftest import Service, persona_calls, publish, sql
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +27,8 @@ async def test_a_spin_publishes_the_whole_character_and_its_portrait_is_served_w
 ) -> None:
     user = uuid.uuid4()
     request = await service.spin(user)
-    event = await service.events.created_event(request.request_id)
+    event = await service.outcome(request.request_id)
+    assert isinstance(event, CharacterCreated)
 
     assert event.owner_user_id == user and event.correlation_id == request.correlation_id
     for name in (*PERSONA_FIELDS, "greeting"):
@@ -35,9 +36,8 @@ async def test_a_spin_publishes_the_whole_character_and_its_portrait_is_served_w
     assert event.tags and all(t == t.lower() for t in event.tags)
     assert event.portrait_url == f"/api/characters/{event.character_id}/portrait"
     assert event.portrait_provider == "openai"  # the stub answered as OpenAI Images
-    [persona_call] = stub.chat_requests()
+    [persona_call] = persona_calls(stub, event.sex, event.species, event.archetype)
     assert persona_call["body"]["response_format"]["type"] == "json_schema"
-    assert event.species in persona_call["messages"][-1]["content"]
 
     shown = await service.http.get(f"/characters/{event.character_id}", headers=service.as_user(user))
     assert shown.status_code == 200
@@ -95,11 +95,13 @@ async def test_a_persona_that_is_invalid_json_twice_fails_retryably_and_nothing_
 ) -> None:
     stub.script(malformed_json=True, times=2)
     user = uuid.uuid4()
-    request = await service.spin(user)
-    event = await service.events.outcome(request.request_id)
+    request = await service.spin(user, sex="agender", species="void walker", archetype="quantum gambler")
+    event = await service.outcome(request.request_id)
     assert isinstance(event, CharacterFailed)
     assert event.retryable is True and event.user_id == user and event.reason
-    assert len(stub.chat_requests()) == 2  # the reply and its one repair
+    calls = persona_calls(stub, "agender", "void walker", "quantum gambler")
+    assert len(calls) == 2  # the reply, and the one repair that was refused too
+    assert "not valid" in calls[1]["messages"][-1]["content"]
     assert sql(service.schema, "SELECT count(*) FROM characters WHERE owner_user_id = %s", user) == [(0,)]
     assert sql(
         service.schema,
@@ -113,43 +115,45 @@ async def test_a_persona_that_is_invalid_json_twice_fails_retryably_and_nothing_
 
 async def test_an_unknown_pinned_trait_fails_the_spin_without_retry(service: Service, stub: StubControl) -> None:
     request = await service.spin(uuid.uuid4(), archetype="tax auditor")
-    event = await service.events.outcome(request.request_id)
+    event = await service.outcome(request.request_id)
     assert isinstance(event, CharacterFailed) and event.retryable is False
     assert "tax auditor" in event.reason
-    assert stub.chat_requests() == []
+    assert not [r for r in stub.chat_requests() if "tax auditor" in str(r.get("messages"))]
 
 
 async def test_a_redelivered_spin_publishes_nothing_new(service: Service, stub: StubControl) -> None:
     user = uuid.uuid4()
-    request = await service.spin(user)
-    first = await service.events.created_event(request.request_id)
+    traits = {"sex": "tri-gendered", "species": "coral Polypoid", "archetype": "terraformer"}
+    request = await service.spin(user, **traits)
+    first = await service.outcome(request.request_id)
     # The same request again (a redelivery, and a re-publish with a new event id), then a sentinel spin of
     # the same user: its key keeps it behind the duplicates, so once it is handled they were too.
     await publish(service.producer, request)
     await publish(service.producer, request.model_copy(update={"event_id": uuid.uuid4()}))
     await service.spin_created(user)
-    assert service.events.outcomes(request.request_id) == [first]
+    assert [e for e in service.events.created if e.character_id == first.character_id] == [first]
     assert sql(service.schema, "SELECT count(*) FROM characters WHERE request_id = %s", request.request_id) == [(1,)]
-    assert len(stub.chat_requests()) == 2
+    assert len(persona_calls(stub, **traits)) == 1
 
 
 async def test_a_slow_persona_for_one_user_does_not_hold_up_other_users(service: Service, stub: StubControl) -> None:
     stub.script(ttft_ms=4_000)  # the next persona request takes four seconds
-    slow = await service.spin(uuid.uuid4())
+    traits = {"sex": "hermaphroditic", "species": "star-born Solarian", "archetype": "comet courier"}
+    slow = await service.spin(uuid.uuid4(), **traits)
     deadline = time.monotonic() + 20
-    while not stub.chat_requests():
+    while not persona_calls(stub, **traits):
         assert time.monotonic() < deadline, "the slow spin never reached the LLM"
         await asyncio.sleep(0.05)
     started = time.monotonic()
     fast = await service.spin_created(uuid.uuid4())
     assert time.monotonic() - started < 3.5
-    assert not service.events.outcomes(slow.request_id), "the slow spin finished first: nothing ran concurrently"
-    assert isinstance(await service.events.outcome(slow.request_id), CharacterCreated)
+    assert await service.recorded(slow.request_id) is None, "the slow spin finished first: nothing ran concurrently"
+    assert isinstance(await service.outcome(slow.request_id), CharacterCreated)
     assert fast.request_id != slow.request_id
 
 
 async def test_spins_of_many_users_all_complete(service: Service, stub: StubControl) -> None:
     requests: list[CharacterRequested] = [await service.spin(uuid.uuid4()) for _ in range(10)]
-    outcomes: list[Any] = await asyncio.gather(*(service.events.outcome(r.request_id) for r in requests))
+    outcomes: list[Any] = await asyncio.gather(*(service.outcome(r.request_id) for r in requests))
     assert all(isinstance(o, CharacterCreated) for o in outcomes)
     assert len({o.character_id for o in outcomes}) == 10
