@@ -8,8 +8,9 @@ chain (the procedural portrait), on the local infrastructure, then:
 2. latency: 100 spins one at a time, publish → character.created.v1 consumed, p50 and p99. Baseline in the same
    run: the stub calls alone (the identical structured persona request through the LLM client, one at a time).
    Added = spin latency - baseline: Kafka in and out (outbox relay), Postgres, trait draw and the portrait.
-The bench's characters are deleted from the schema afterwards. It uses the service's own schema, so it
-refuses to run while another character-gen (e.g. `make run`) is up: that one would share the outbox and the work.
+The service gets a throwaway schema (dropped afterwards) when a Postgres superuser is reachable, as it is on the
+local infrastructure; otherwise it uses its own schema, deletes the bench's characters afterwards, and refuses to
+run while another character-gen (e.g. `make run`) is up, since that one would share its outbox.
 """
 
 from __future__ import annotations
@@ -195,12 +196,45 @@ def portrait_ms(count: int = 30) -> tuple[float, float]:
     return svg, (time.perf_counter() - started) / count * 1000
 
 
-def cleanup(users: list[uuid.UUID]) -> None:
-    settings = CharacterGenSettings()
-    url = settings.database_url.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(url, autocommit=True, options=f"-csearch_path={settings.db_schema}") as conn:
-        # The spin outcomes stay: a consumer group that later replays the topic then skips these spins.
-        conn.execute("DELETE FROM characters WHERE owner_user_id = ANY(%s)", (users,))
+class Schema:
+    """Where the bench's service stores its characters.
+
+    A throwaway schema with a role of its own when a Postgres superuser is reachable (locally it is), so
+    nothing else sharing the service's schema (and its outbox) can interfere, and nothing is left behind;
+    otherwise the service's own schema, from which the bench's characters are deleted afterwards.
+    """
+
+    def __init__(self) -> None:
+        settings = CharacterGenSettings()
+        self.url, self.name, self.admin_url = settings.database_url, settings.db_schema, None
+        port = os.environ.get("ORRERY_PG_PORT", "55432")
+        admin = os.environ.get("ORRERY_TEST_POSTGRES_ADMIN_URL", f"postgresql://postgres@127.0.0.1:{port}/orrery")
+        name = "bench_chargen_" + uuid.uuid4().hex[:8]
+        try:
+            with psycopg.connect(admin, autocommit=True, connect_timeout=3) as conn:
+                conn.execute(f"CREATE ROLE {name} LOGIN PASSWORD '{name}'")
+                conn.execute(f"GRANT CONNECT ON DATABASE orrery TO {name}")
+                conn.execute(f"CREATE SCHEMA {name} AUTHORIZATION {name}")
+        except psycopg.Error:
+            return
+        host = admin.split("@", 1)[1].split("/", 1)[0]
+        self.url, self.name, self.admin_url = f"postgresql+psycopg://{name}:{name}@{host}/orrery", name, admin
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"ORRERY_CHARACTER_GEN_DATABASE_URL": self.url, "ORRERY_CHARACTER_GEN_DB_SCHEMA": self.name}
+
+    def drop(self, users: list[uuid.UUID]) -> None:
+        if self.admin_url is None:
+            url = self.url.replace("postgresql+psycopg://", "postgresql://")
+            with psycopg.connect(url, autocommit=True, options=f"-csearch_path={self.name}") as conn:
+                # The spin outcomes stay: a consumer group that later replays the topic then skips these spins.
+                conn.execute("DELETE FROM characters WHERE owner_user_id = ANY(%s)", (users,))
+            return
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {self.name} CASCADE")
+            conn.execute(f"DROP OWNED BY {self.name}")
+            conn.execute(f"DROP ROLE {self.name}")
 
 
 async def run(stub_url: str, users: list[uuid.UUID]) -> None:
@@ -233,7 +267,8 @@ def main() -> None:
     import logging
 
     logging.basicConfig(level=logging.ERROR)
-    if platform_running():
+    schema = Schema()
+    if schema.admin_url is None and platform_running():
         raise SystemExit("a character-gen already listens on its port (make run?): stop it first, it shares the schema")
     stub_port, port = free_port(), free_port()
     env = {**os.environ}
@@ -264,21 +299,24 @@ def main() -> None:
         "ORRERY_CHARACTER_GEN_LOG_LEVEL": "WARNING",
         "ORRERY_LLM_PROVIDERS__STUB__BASE_URL": stub_url,
         "ORRERY_LLM_DEFAULT_PROVIDER": "stub",
+        **schema.env,
     }
-    migrated = subprocess.run([sys.executable, "-m", "orrery_character_gen", "migrate"], env=service_env, check=False)
-    if migrated.returncode != 0:
-        stub.terminate()
-        raise SystemExit("migrating the characters schema failed")
-    service = start("orrery_character_gen", service_env, f"http://127.0.0.1:{port}/readyz", "bench-character-gen.log")
     users: list[uuid.UUID] = []
+    service: subprocess.Popen[bytes] | None = None
     try:
+        migrate = [sys.executable, "-m", "orrery_character_gen", "migrate"]
+        if subprocess.run(migrate, env=service_env, check=False, capture_output=True).returncode != 0:
+            raise SystemExit(f"migrating schema {schema.name} failed")
+        service = start(
+            "orrery_character_gen", service_env, f"http://127.0.0.1:{port}/readyz", "bench-character-gen.log"
+        )
         asyncio.run(asyncio.wait_for(run(stub_url, users), 110))
     finally:
         for proc in (service, stub):
-            proc.terminate()
-            proc.wait(20)
-        if users:
-            cleanup(users)
+            if proc is not None:
+                proc.terminate()
+                proc.wait(20)
+        schema.drop(users)
 
 
 if __name__ == "__main__":
