@@ -64,19 +64,21 @@ TEST_KAFKA_PORT, TEST_KAFKA_CONTROLLER_PORT = 29092, 29093
 
 
 def _fresh_test_kafka() -> str:
-    """A broker of the test suite's own, emptied at the start of every session.
+    """A broker of the test suite's own, started empty.
 
     Services give their consumer groups the names they use in production, and a new group reads its topics
     from the start; on a broker shared with `make run`, or kept from earlier runs, they would first replay
-    everything published before. An empty broker makes every run start from the same place.
+    everything published before. A broker that is not running is wiped before it starts; one that is running
+    (another test session's, on this machine) is shared as it is.
     """
     from tests.support.kafka_control import DisposableKafka
+    from tests.support.platform import port_open
 
     kafka = DisposableKafka("kafka-test", TEST_KAFKA_PORT, TEST_KAFKA_CONTROLLER_PORT)
-    if os.environ.get("ORRERY_TEST_KEEP_KAFKA") != "1":
+    if not port_open(TEST_KAFKA_PORT):
         kafka.stop()
         kafka.wipe()
-    kafka.start()
+        kafka.start()
     asyncio.run(ensure_topics(KafkaSettings(bootstrap_servers=kafka.bootstrap)))
     return kafka.bootstrap
 

@@ -1,0 +1,311 @@
+"""The whole platform through the gateway's public API, as clients use it (real processes, the LLM stub)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+
+from tests.support.infra import ROOT
+from tests.support.llm_stub import StubControl
+from tests.support.platform import GATEWAY, extra_gateway, running
+from tests.support.tokens import TokenMinter
+
+pytestmark = pytest.mark.e2e
+
+STUB = "http://127.0.0.1:18080/v1"
+
+
+@pytest.fixture(scope="module")
+def platform(platform_kafka: str) -> Iterator[str]:
+    import sys
+
+    env = {
+        "ORRERY_STUB_TTFT_MS": "20",
+        "ORRERY_STUB_TOKENS_PER_SECOND": "400",
+        # A model name of its own for chat replies, so a test scripts those and nothing else.
+        "ORRERY_LLM_ROUTES__CHAT": '["stub/orrery-chat"]',
+        "ORRERY_LLM_ROUTES__SUMMARY": '["stub/orrery-summary"]',
+        "ORRERY_LLM_ROUTES__PERSONA": '["stub/orrery-persona"]',
+        "ORRERY_LLM_ROUTES__EXTRACTION": '["stub/orrery-extraction"]',
+        # Every test signs in a few guests from the same address.
+        "ORRERY_AUTH_GUESTS_PER_IP": "1000",
+    }
+    with running([sys.executable, "scripts/run_platform.py"], platform_kafka, env):
+        yield platform_kafka
+
+
+@pytest.fixture
+def stub(platform: str) -> Iterator[StubControl]:
+    control = StubControl(STUB)
+    control.reset()
+    yield control
+    control.reset()
+    control.close()
+
+
+async def guest(base: str = GATEWAY) -> str:
+    async with httpx.AsyncClient(base_url=base) as http:
+        response = await http.post("/api/auth/guest", json={})
+        assert response.status_code == 201, response.text
+        token: str = response.json()["access_token"]
+        return token
+
+
+@asynccontextmanager
+async def socket(token: str, base: str = GATEWAY, path: str = "/ws") -> AsyncIterator[ClientConnection]:
+    url = base.replace("http://", "ws://") + path
+    async with connect(url, subprotocols=["bearer", token], max_size=2**22) as ws:  # type: ignore[list-item]
+        yield ws
+
+
+async def send(ws: ClientConnection, frame: dict[str, Any]) -> None:
+    await ws.send(json.dumps(frame))
+
+
+async def receive_until(ws: ClientConnection, *types: str, timeout: float = 60) -> list[dict[str, Any]]:
+    """Frames up to and including the first of `types`."""
+    frames: list[dict[str, Any]] = []
+    async with asyncio.timeout(timeout):
+        while True:
+            frame = json.loads(await ws.recv())
+            frames.append(frame)
+            if frame["type"] in types:
+                return frames
+
+
+async def spin_character(ws: ClientConnection) -> dict[str, Any]:
+    await send(ws, {"type": "spin"})
+    frames = await receive_until(ws, "character.ready", "character.failed", "error")
+    assert frames[0]["type"] == "character.generating"
+    assert frames[-1]["type"] == "character.ready", frames
+    assert frames[-1]["request_id"] == frames[0]["request_id"]
+    character: dict[str, Any] = frames[-1]["character"]
+    return character
+
+
+async def start(ws: ClientConnection, character_id: str) -> dict[str, Any]:
+    await send(ws, {"type": "start_conversation", "character_id": character_id})
+    [started] = await receive_until(ws, "conversation.started")
+    return started
+
+
+def text_of(frames: list[dict[str, Any]]) -> str:
+    return "".join(f["text"] for f in frames if f["type"] == "delta")
+
+
+async def test_a_guest_spins_meets_the_character_chats_and_finds_the_messages_listed(stub: StubControl) -> None:
+    token = await guest()
+    async with socket(token) as ws:
+        character = await spin_character(ws)
+        started = await start(ws, character["id"])
+        assert started["greeting"] == character["greeting"] and started["greeting"]
+        await send(
+            ws,
+            {
+                "type": "message",
+                "conversation_id": started["conversation_id"],
+                "content": "Who are you?",
+                "client_msg_id": "m-1",
+            },
+        )
+        frames = await receive_until(ws, "turn.done", "turn.failed")
+    accepted, *streamed, done = frames
+    assert accepted["type"] == "turn.accepted" and accepted["client_msg_id"] == "m-1"
+    assert done["type"] == "turn.done" and done["turn_id"] == accepted["turn_id"]
+    assert [f["seq"] for f in streamed] == list(range(1, len(streamed) + 1))
+    reply = text_of(streamed)
+    assert reply
+
+    async with httpx.AsyncClient(base_url=GATEWAY, headers={"Authorization": f"Bearer {token}"}) as http:
+        listed = (await http.get(f"/api/conversations/{started['conversation_id']}/messages")).json()["messages"]
+        portrait = await http.get(character["portrait_url"])
+    assert [(m["role"], m["content"]) for m in listed] == [
+        ("assistant", character["greeting"]),
+        ("user", "Who are you?"),
+        ("assistant", reply),
+    ]
+    assert listed[-1]["message_id"] == done["message_id"]
+    assert portrait.status_code == 200 and portrait.headers["etag"]
+
+
+async def conversation_with_character(token: str) -> tuple[str, str]:
+    async with socket(token) as ws:
+        character = await spin_character(ws)
+        started = await start(ws, character["id"])
+        await send(ws, {"type": "message", "conversation_id": started["conversation_id"], "content": "Hello."})
+        await receive_until(ws, "turn.done")
+    return started["conversation_id"], character["id"]
+
+
+async def test_sse_streams_the_story_bots_exact_frames(stub: StubControl) -> None:
+    token = await guest()
+    conversation_id, _ = await conversation_with_character(token)
+    stub.script(model="orrery-chat", content="The dunes sing at night.")
+    async with (
+        httpx.AsyncClient(base_url=GATEWAY, timeout=60) as http,
+        http.stream(
+            "POST",
+            "/api/chat/stream",
+            json={"text": "What do the dunes do?", "session_id": conversation_id},
+            headers={"Authorization": f"Bearer {token}"},
+        ) as response,
+    ):
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        raw = (await response.aread()).decode()
+    events = [json.loads(chunk.removeprefix("data: ")) for chunk in raw.strip().split("\n\n")]
+    assert all(set(e) == {"type", "content"} for e in events[:-2])
+    assert "".join(e["content"] for e in events[:-2]) == "The dunes sing at night."
+    assert events[-2]["type"] == "metadata"
+    assert set(events[-2]["metadata"]) == {"session_id", "project_id", "dossier_updated"}
+    assert events[-2]["metadata"]["session_id"] == conversation_id
+    assert events[-1] == {"type": "done"}
+
+
+async def test_post_chat_waits_and_returns_the_whole_reply(stub: StubControl) -> None:
+    token = await guest()
+    conversation_id, _ = await conversation_with_character(token)
+    stub.script(model="orrery-chat", content="Patience is a compass.")
+    async with httpx.AsyncClient(base_url=GATEWAY, timeout=60, headers={"Authorization": f"Bearer {token}"}) as http:
+        response = await http.post("/api/chat", json={"text": "Advice?", "session_id": conversation_id})
+        unknown = await http.post(
+            "/api/chat", json={"text": "Hi", "session_id": "00000000-0000-4000-8000-000000000000"}
+        )
+    assert response.status_code == 200, response.text
+    assert response.json()["reply"] == "Patience is a compass."
+    assert response.json()["session_id"] == conversation_id
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "not_found"
+
+
+async def test_a_client_written_for_the_idol_router_protocol_works(stub: StubControl) -> None:
+    token = await guest()
+    async with socket(token) as ws:
+        character = await spin_character(ws)
+    stub.script(model="orrery-chat", content="Greetings, traveller.")
+    async with socket(token, path="/ws/chat") as ws:
+        await send(ws, {"type": "ping"})
+        assert json.loads(await ws.recv()) == {"type": "pong"}
+        await send(ws, {"type": "start_conversation", "character_id": character["id"], "user_id": "ignored"})
+        [started] = await receive_until(ws, "conversation.started")
+        await send(
+            ws,
+            {
+                "type": "message",
+                "message": "Hello!",
+                "user_id": "ignored",
+                "conversation_id": started["conversation_id"],
+            },
+        )
+        frames = await receive_until(ws, "turn.done")
+    assert text_of(frames) == "Greetings, traveller."
+
+
+async def test_a_reply_dropped_on_one_gateway_resumes_on_another_exactly(stub: StubControl, platform: str) -> None:
+    token = await guest()
+    conversation_id, _ = await conversation_with_character(token)
+    reply = " ".join(f"lumen{i}" for i in range(80))
+    stub.script(model="orrery-chat", content=reply, tokens_per_second=25)
+    received: list[dict[str, Any]] = []
+    async with socket(token) as ws:
+        await send(ws, {"type": "message", "conversation_id": conversation_id, "content": "Tell the long tale."})
+        [accepted] = await receive_until(ws, "turn.accepted")
+        while len(received) < 20:
+            received.append(json.loads(await ws.recv()))
+    # The first socket is gone mid-reply; the client reconnects to another gateway instance.
+    with extra_gateway(platform) as other:
+        async with socket(token, base=other) as ws:
+            await send(ws, {"type": "resume", "turn_id": accepted["turn_id"], "after_seq": received[-1]["seq"]})
+            received += await receive_until(ws, "turn.done", timeout=90)
+    seqs = [f["seq"] for f in received]
+    assert seqs == list(range(1, len(seqs) + 1))  # no gap, no duplicate
+    assert text_of(received) == reply
+    async with httpx.AsyncClient(base_url=GATEWAY, headers={"Authorization": f"Bearer {token}"}) as http:
+        stored = (await http.get(f"/api/conversations/{conversation_id}/messages")).json()["messages"][-1]
+    assert stored["content"] == reply and stored["message_id"] == received[-1]["message_id"]
+
+
+async def test_cancel_stops_the_reply_and_keeps_the_partial(stub: StubControl) -> None:
+    token = await guest()
+    conversation_id, _ = await conversation_with_character(token)
+    stub.script(model="orrery-chat", content=" ".join(f"w{i}" for i in range(300)), tokens_per_second=30)
+    async with socket(token) as ws:
+        await send(ws, {"type": "message", "conversation_id": conversation_id, "content": "Go on and on."})
+        [accepted] = await receive_until(ws, "turn.accepted")
+        await receive_until(ws, "delta")
+        await send(ws, {"type": "cancel", "turn_id": accepted["turn_id"]})
+        frames = await receive_until(ws, "turn.done", timeout=30)
+    assert frames[-1]["status"] == "cancelled"
+
+
+async def test_bad_frames_get_error_frames_and_the_socket_keeps_serving(stub: StubControl) -> None:
+    owner, intruder = await guest(), await guest()
+    conversation_id, _ = await conversation_with_character(owner)
+    async with socket(intruder) as ws:
+        expectations = [
+            ("{not json", "bad_json"),
+            (json.dumps({"type": "dance"}), "unknown_type"),
+            (json.dumps({"type": "cancel", "turn_id": "nope"}), "invalid"),
+            (json.dumps({"type": "message", "content": "x" * 70_000, "conversation_id": conversation_id}), "too_large"),
+            (json.dumps({"type": "message", "content": "mine now", "conversation_id": conversation_id}), "not_found"),
+            (json.dumps({"type": "start_conversation", "conversation_id": conversation_id}), "not_found"),
+        ]
+        for raw, code in expectations:
+            await ws.send(raw)
+            frame = json.loads(await ws.recv())
+            assert (frame["type"], frame["code"]) == ("error", code), raw[:60]
+        await send(ws, {"type": "ping"})
+        assert json.loads(await ws.recv()) == {"type": "pong"}
+
+
+async def closed_with(token: str) -> int | None:
+    async with connect(GATEWAY.replace("http", "ws") + f"/ws?token={token}") as ws:
+        with pytest.raises(websockets.ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 10)
+        return ws.close_code
+
+
+async def test_bad_or_expired_tokens_close_the_socket_with_4401(platform: str, token_minter: TokenMinter) -> None:
+    key = (ROOT / ".orrery" / "auth-keys" / "current.pem").read_bytes()
+    valid = jwt.decode(await guest(), options={"verify_signature": False})
+    expired = jwt.encode(
+        {**valid, "iat": int(time.time()) - 7200, "exp": int(time.time()) - 3600},
+        key,
+        algorithm="EdDSA",
+        headers={"kid": jwt.get_unverified_header(await guest())["kid"]},
+    )
+    assert await closed_with(expired) == 4401
+    assert await closed_with("garbage") == 4401
+    assert await closed_with(token_minter.token()) == 4401  # a key the platform does not trust
+
+
+async def test_rate_limits_answer_with_retry_after_while_others_are_served(stub: StubControl, platform: str) -> None:
+    limited, other = await guest(), await guest()
+    conversation_id, _ = await conversation_with_character(limited)
+    with extra_gateway(
+        platform, {"ORRERY_GATEWAY_MESSAGES_PER_MINUTE": "2", "ORRERY_GATEWAY_SPINS_PER_HOUR": "1"}
+    ) as base:
+        async with socket(limited, base=base) as ws:
+            outcomes = []
+            for _ in range(4):  # the counter is shared by all instances and already holds the first message
+                await send(ws, {"type": "message", "conversation_id": conversation_id, "content": "Again."})
+                outcomes.append((await receive_until(ws, "turn.done", "error"))[-1])
+            refused = [o for o in outcomes if o["type"] == "error"]
+            assert refused and refused[0]["code"] == "rate_limited" and 0 < refused[0]["retry_after"] <= 60
+            assert outcomes[0]["type"] == "turn.done" or outcomes[1]["type"] == "turn.done"
+        async with socket(other, base=base) as ws:
+            await send(ws, {"type": "spin"})
+            assert (await receive_until(ws, "character.generating"))[0]["type"] == "character.generating"
+            await send(ws, {"type": "spin"})
+            assert (await receive_until(ws, "error"))[-1]["code"] == "rate_limited"
+            await send(ws, {"type": "ping"})
+            assert (await receive_until(ws, "pong"))[-1] == {"type": "pong"}

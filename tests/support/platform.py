@@ -1,0 +1,120 @@
+"""The whole platform as `make run` starts it, for end-to-end tests through its public HTTP and WebSocket API."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+import pytest
+
+from orrery_shared.kafka import ensure_topics
+from orrery_shared.settings import KafkaSettings
+from tests.support.infra import ROOT, Infra
+from tests.support.kafka_control import DisposableKafka
+
+E2E_KAFKA_PORT, E2E_KAFKA_CONTROLLER_PORT = 39092, 39093
+
+PORTS = {"gateway": 8000, "auth": 8001, "character-gen": 8002, "chat": 8003, "dossier": 8004}
+GATEWAY = "http://127.0.0.1:8000"
+
+
+def platform_env(kafka: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of platform processes: this one's, less test-only keys, on the given broker."""
+    base = {k: v for k, v in os.environ.items() if k != "ORRERY_JWT_JWKS"}  # trust the platform's own auth
+    return {**base, "ORRERY_EXTERNAL_KAFKA": "1", "ORRERY_KAFKA_BOOTSTRAP_SERVERS": kafka, **(extra or {})}
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def platform_kafka(infra: Infra) -> Iterator[str]:
+    """An empty broker for the platform under test, so its services' consumer groups (named as in production,
+    reading from the start) see only what these tests publish. Only one platform runs at a time (fixed ports)."""
+    kafka = DisposableKafka("kafka-e2e", E2E_KAFKA_PORT, E2E_KAFKA_CONTROLLER_PORT)
+    kafka.stop()
+    kafka.wipe()
+    kafka.start()
+    asyncio.run(ensure_topics(KafkaSettings(bootstrap_servers=kafka.bootstrap)))
+    try:
+        yield kafka.bootstrap
+    finally:
+        kafka.stop()
+        kafka.wipe()
+
+
+@contextmanager
+def running(
+    command: list[str], kafka: str, extra_env: dict[str, str] | None = None
+) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+    """Start the platform with `command`; yields once it printed that it is up (fails the test otherwise)."""
+    busy = [name for name, port in PORTS.items() if port_open(port)]
+    if busy:
+        raise AssertionError(f"ports already in use by something else: {busy}; stop the running platform first")
+    # The broker is the test's (platform_kafka): `make run` must not start one of its own.
+    env = platform_env(kafka, extra_env)
+    proc = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 180
+        while not any("Orrery is up" in line for line in lines):
+            assert proc.poll() is None, "".join(lines[-40:])
+            assert time.monotonic() < deadline, "platform not up in time:\n" + "".join(lines[-40:])
+            time.sleep(0.3)
+        yield proc, lines
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(40)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        reader.join(5)
+
+
+@contextmanager
+def extra_gateway(kafka: str, extra_env: dict[str, str] | None = None) -> Iterator[str]:
+    """A second gateway process beside the platform's (sharing only Kafka and Redis with it)."""
+    port = free_port()
+    env = platform_env(kafka, {"ORRERY_GATEWAY_PORT": str(port), **(extra_env or {})})
+    log = open(ROOT / ".orrery" / f"gateway-{port}.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen([sys.executable, "-m", "orrery_gateway"], cwd=ROOT, env=env, stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, f"gateway exited; see {log.name}"
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, f"gateway not ready; see {log.name}"
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()
