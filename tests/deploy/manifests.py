@@ -7,6 +7,8 @@ import copy
 import importlib
 import json
 import os
+import re
+import shlex
 import subprocess
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
@@ -15,12 +17,15 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from unittest.mock import patch
+from urllib.parse import urlsplit
 
 import yaml
 from jsonschema import Draft7Validator
+from pydantic import BaseModel
+from pydantic_settings import BaseSettings
 
 from orrery_shared.events import Event
-from orrery_shared.llm.settings import LLMSettings, load_llm_settings
+from orrery_shared.llm.settings import LLMSettings, load_llm_settings, provider_env
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -294,3 +299,99 @@ def recorded_subscriptions(service: Service, env: Mapping[str, str]) -> set[tupl
 def service_container(rendered: Rendered, service: Service) -> Doc:
     deployment = rendered.get("Deployment", service.name)
     return next(c for c in pod_spec(deployment)["containers"] if c["name"] == service.name)
+
+
+# --- Dockerfiles ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Instruction:
+    keyword: str
+    args: str
+
+
+def instructions(path: Path) -> list[Instruction]:
+    """Instructions with continuation lines joined and comments dropped, as the Dockerfile parser reads them."""
+    found: list[Instruction] = []
+    pending = ""
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if pending and line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        line, pending = pending + line, ""
+        keyword, _, args = line.partition(" ")
+        found.append(Instruction(keyword.upper(), args.strip()))
+    return found
+
+
+def dockerfile(svc: Service) -> list[Instruction]:
+    return instructions(ROOT / "services" / svc.name / "Dockerfile")
+
+
+def env_of(steps: list[Instruction]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for step in steps:
+        if step.keyword == "ENV":
+            env.update(dict(pair.split("=", 1) for pair in shlex.split(step.args)))
+    return env
+
+
+# --- settings that point at the container itself ------------------------------------------------------------
+
+LLM_NESTED = re.compile(r"^ORRERY_LLM_(PROVIDERS|ROUTES)__[A-Z0-9_]+$")
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+BROWSER_FACING = {"ORRERY_AUTH_PUBLIC_BASE_URL", "ORRERY_GATEWAY_DEV_MAILBOX_URL"}
+
+
+def _hosts(value: Any) -> set[str]:
+    """Hostnames a setting's value names (URLs, host:port lists, bare hosts)."""
+    found = set()
+    for part in str(value).split(","):
+        part = part.strip()
+        host = urlsplit(part).hostname if "://" in part else part.rsplit(":", 1)[0] if ":" in part else part
+        if host:
+            found.add(host)
+    return found
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _strings(v)]
+    if isinstance(value, list):
+        return [t for v in value for t in _strings(v)]
+    return [value] if isinstance(value, str) else []
+
+
+def _setting_strings(settings: BaseModel) -> list[tuple[str, str]]:
+    """(variable, text) of every string a loaded settings object holds; LLM profiles only where used."""
+    if isinstance(settings, LLMSettings):
+        used = {entry.provider for entries in settings.routes.values() for entry in entries}
+        used |= {settings.image_profile} if settings.image_provider == "openai" and settings.image_profile else set()
+        found = [(provider_env(p, "base_url"), settings.providers[p].base_url or "") for p in sorted(used)]
+        if settings.image_provider == "leonardo":
+            found.append(("ORRERY_LLM_LEONARDO_BASE_URL", settings.leonardo_base_url))
+        return found
+    prefix = str(settings.model_config.get("env_prefix", ""))
+    return [
+        (f"{prefix}{name}".upper(), text)
+        for name, value in settings.model_dump(mode="json").items()
+        # The listen address is checked on its own, nested settings (kafka, redis) through their own classes.
+        if name != "host" and not isinstance(getattr(settings, name), BaseSettings)
+        for text in _strings(value)
+    ]
+
+
+def loopback_settings(loaded: list[object]) -> list[str]:
+    """Settings (as loaded, validators applied) that point at the container's own loopback."""
+    found = []
+    for settings in loaded:
+        assert isinstance(settings, BaseModel)
+        for env, text in _setting_strings(settings):
+            if env not in BROWSER_FACING and _hosts(text) & LOOPBACK:
+                found.append(env)
+    return found

@@ -13,9 +13,16 @@ from jsonschema import validators
 from orrery_auth.dev_mailbox import MailboxSettings
 from orrery_shared.settings import KafkaSettings
 from scripts.deploy_config import SERVICES, Service, settings_of
-from tests.deploy.manifests import ROOT, Tools, load_settings, mutated
-from tests.deploy.test_dockerfiles import dockerfile, env_of
-from tests.deploy.test_kubernetes import LLM_NESTED, loopback_settings
+from tests.deploy.manifests import (
+    LLM_NESTED,
+    ROOT,
+    Tools,
+    dockerfile,
+    env_of,
+    load_settings,
+    loopback_settings,
+    mutated,
+)
 
 pytestmark = pytest.mark.timeout(1800)
 

@@ -5,51 +5,11 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
-import shlex
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from scripts.deploy_config import SERVICES, Service
-from tests.deploy.manifests import ROOT
-
-
-@dataclass(frozen=True)
-class Instruction:
-    keyword: str
-    args: str
-
-
-def instructions(path: Path) -> list[Instruction]:
-    """Instructions with continuation lines joined and comments dropped, as the Dockerfile parser reads them."""
-    found: list[Instruction] = []
-    pending = ""
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if not pending and (not line or line.startswith("#")):
-            continue
-        if pending and line.startswith("#"):
-            continue
-        if line.endswith("\\"):
-            pending += line[:-1] + " "
-            continue
-        line, pending = pending + line, ""
-        keyword, _, args = line.partition(" ")
-        found.append(Instruction(keyword.upper(), args.strip()))
-    return found
-
-
-def dockerfile(svc: Service) -> list[Instruction]:
-    return instructions(ROOT / "services" / svc.name / "Dockerfile")
-
-
-def env_of(steps: list[Instruction]) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for step in steps:
-        if step.keyword == "ENV":
-            env.update(dict(pair.split("=", 1) for pair in shlex.split(step.args)))
-    return env
+from tests.deploy.manifests import ROOT, dockerfile, env_of
 
 
 def uv_version() -> str:

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import importlib
 import re
-from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 import yaml
-from pydantic import BaseModel
-from pydantic_settings import BaseSettings
 
 from orrery_shared.events import all_topics, model_for
-from orrery_shared.llm.settings import LLMSettings, provider_env
 from orrery_shared.settings import RedisSettings
 from scripts.deploy_config import SERVICES, Service, render_value, secret_keys
 from tests.deploy.manifests import (
+    LLM_NESTED,
     ROOT,
     Doc,
     Rendered,
@@ -29,6 +26,7 @@ from tests.deploy.manifests import (
     image_name,
     kubevalidate,
     load_settings,
+    loopback_settings,
     mutated,
     pod_labels,
     pod_spec,
@@ -243,7 +241,6 @@ def test_the_gateway_scales_on_cpu_and_no_replica_count_fights_an_autoscaler(
 
 # --- configuration --------------------------------------------------------------------------------------------
 
-LLM_NESTED = re.compile(r"^ORRERY_LLM_(PROVIDERS|ROUTES)__[A-Z0-9_]+$")
 CREDENTIAL = re.compile(r"(DATABASE_URL|REDIS_URL|API_KEY|PASSWORD|SECRET|TOKEN|SIGNING_KEY|PREVIOUS_KEY)$")
 
 
@@ -296,59 +293,6 @@ def test_every_service_accepts_its_deployed_environment(renders: dict[str, Rende
         environment = getattr(loaded[0], "environment", None)
         if svc.runs_on_runtime:
             assert environment is not None and environment.value == overlay, svc.name
-
-
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-BROWSER_FACING = {"ORRERY_AUTH_PUBLIC_BASE_URL", "ORRERY_GATEWAY_DEV_MAILBOX_URL"}
-
-
-def _hosts(value: Any) -> set[str]:
-    """Hostnames a setting's value names (URLs, host:port lists, bare hosts)."""
-    found = set()
-    for part in str(value).split(","):
-        part = part.strip()
-        host = urlsplit(part).hostname if "://" in part else part.rsplit(":", 1)[0] if ":" in part else part
-        if host:
-            found.add(host)
-    return found
-
-
-def _strings(value: Any) -> list[str]:
-    if isinstance(value, dict):
-        return [t for v in value.values() for t in _strings(v)]
-    if isinstance(value, list):
-        return [t for v in value for t in _strings(v)]
-    return [value] if isinstance(value, str) else []
-
-
-def _setting_strings(settings: BaseModel) -> list[tuple[str, str]]:
-    """(variable, text) of every string a loaded settings object holds; LLM profiles only where used."""
-    if isinstance(settings, LLMSettings):
-        used = {entry.provider for entries in settings.routes.values() for entry in entries}
-        used |= {settings.image_profile} if settings.image_provider == "openai" and settings.image_profile else set()
-        found = [(provider_env(p, "base_url"), settings.providers[p].base_url or "") for p in sorted(used)]
-        if settings.image_provider == "leonardo":
-            found.append(("ORRERY_LLM_LEONARDO_BASE_URL", settings.leonardo_base_url))
-        return found
-    prefix = str(settings.model_config.get("env_prefix", ""))
-    return [
-        (f"{prefix}{name}".upper(), text)
-        for name, value in settings.model_dump(mode="json").items()
-        # The listen address is checked on its own, nested settings (kafka, redis) through their own classes.
-        if name != "host" and not isinstance(getattr(settings, name), BaseSettings)
-        for text in _strings(value)
-    ]
-
-
-def loopback_settings(loaded: list[object]) -> list[str]:
-    """Settings (as loaded, validators applied) that point at the container's own loopback."""
-    found = []
-    for settings in loaded:
-        assert isinstance(settings, BaseModel)
-        for env, text in _setting_strings(settings):
-            if env not in BROWSER_FACING and _hosts(text) & LOOPBACK:
-                found.append(env)
-    return found
 
 
 @pytest.mark.parametrize("overlay", DEPLOYED)
