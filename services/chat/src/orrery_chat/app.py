@@ -28,6 +28,7 @@ def create_app(settings: ChatSettings | None = None) -> FastAPI:
         count=estimate_tokens,
         policy=MemoryPolicy(settings.memory_window_tokens, settings.memory_fold_share),
         character_wait_s=settings.character_wait_seconds,
+        turn_expiry_s=settings.turn_expiry_seconds,
         stream_active_ttl=settings.stream_active_ttl_seconds,
         stream_finished_ttl=settings.stream_finished_ttl_seconds,
     )

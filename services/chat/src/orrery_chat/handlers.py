@@ -14,7 +14,7 @@ import time
 import weakref
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 from uuid import UUID, uuid4
 
@@ -66,6 +66,7 @@ class ChatDeps:
     count: TokenCounter
     policy: MemoryPolicy = field(default_factory=MemoryPolicy)
     character_wait_s: float = 5.0
+    turn_expiry_s: float = 600.0
     stream_active_ttl: int = 3600
     stream_finished_ttl: int = 300
     background: set[asyncio.Task[None]] = field(default_factory=set)
@@ -127,6 +128,11 @@ async def handle_turn(event: ChatTurnRequested, deps: ChatDeps) -> None:
         return
     if started.redelivered:
         await stream.resume_numbering()
+    if (datetime.now(UTC) - event.occurred_at).total_seconds() > deps.turn_expiry_s:
+        # Nobody waits for a reply this late (after an outage, say): keep the message, spend no tokens.
+        await _fail(started, deps, stream, "expired: the message waited too long to be answered; send it again")
+        return
+    if started.redelivered:
         await stream.restart()
     await _generate(started, deps, stream)
 

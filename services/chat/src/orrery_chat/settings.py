@@ -17,6 +17,7 @@ class ChatSettings(DatabaseServiceSettings):
     memory_window_tokens: int = Field(1500, ge=100, description="token budget of recent messages in a prompt")
     memory_fold_share: float = Field(0.5, gt=0, lt=1, description="window share kept when folding into the summary")
     character_wait_seconds: float = Field(5.0, ge=0, description="how long a turn waits for an unknown character")
+    turn_expiry_seconds: float = Field(600.0, gt=0, description="older turns fail as expired, unanswered")
     stream_active_ttl_seconds: int = Field(3600, ge=60, description="expiry of a turn's token stream while open")
     stream_finished_ttl_seconds: int = Field(300, ge=10, description="expiry of a turn's token stream after its end")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
 import httpx
@@ -175,3 +176,22 @@ async def test_ending_a_conversation_stores_a_summary_and_deleting_removes_it(
 
     assert (await http.delete(f"/conversations/{conversation}", headers=headers)).status_code == 204
     assert (await http.get(f"/conversations/{conversation}", headers=headers)).status_code == 404
+
+
+async def test_a_turn_that_waited_too_long_fails_as_expired_without_calling_the_llm(
+    infra: Infra, chat: App, client: Client, llm_stub: StubControl, token_minter: TokenMinter
+) -> None:
+    _, http = chat
+    persona = await client.introduce()
+    conversation = uuid4()
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    async with spying(infra.kafka_bootstrap, ChatTurnFailed) as spy:
+        turn = await client.send(conversation, persona.character_id, "Still there?", occurred_at=an_hour_ago)
+        entries = await client.until_final(turn.turn_id)
+        failed = await spy.wait_for(ChatTurnFailed, lambda e: e.turn_id == turn.turn_id)
+    assert entries[-1]["type"] == "error" and failed.reason.startswith("expired")
+    assert not [
+        r for r in llm_stub.chat_requests(model="orrery-chat") if r["body"]["messages"][-1]["content"] == "Still there?"
+    ]
+    listed = await http.get(f"/conversations/{conversation}/messages", headers=token_minter.headers(client.user_id))
+    assert listed.json()["messages"][-1]["content"] == "Still there?"
