@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from uuid import UUID, uuid4
 
 import jwt
@@ -45,10 +44,6 @@ class TokenMinter:
 
 
 @pytest.fixture(scope="session")
-def token_minter() -> Iterator[TokenMinter]:
-    """A signing key whose JWKS every in-process service verifier trusts (via ORRERY_JWT_JWKS)."""
-    minter = TokenMinter()
-    mp = pytest.MonkeyPatch()
-    mp.setenv("ORRERY_JWT_JWKS", minter.jwks)
-    yield minter
-    mp.undo()
+def token_minter() -> TokenMinter:
+    """A signing key; a service under test trusts it when given `minter.jwks` as ORRERY_JWT_JWKS."""
+    return TokenMinter()

@@ -22,6 +22,7 @@ async def chat(
     env = pytest.MonkeyPatch()
     for name, value in llm_env(llm_stub_url).items():
         env.setenv(name, value)
+    env.setenv("ORRERY_JWT_JWKS", token_minter.jwks)
     # Groups of its own, so a platform running beside the tests never takes these turns.
     settings = ChatSettings(consumer_group_prefix=await fresh_groups(infra), character_wait_seconds=10)
     try:
