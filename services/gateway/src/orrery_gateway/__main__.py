@@ -7,5 +7,11 @@ run_cli(
     load,
     create_app,
     # Frames beyond our own limit get an error frame; far larger ones are refused by the server itself.
-    uvicorn_options={"ws_max_size": 1024 * 1024, "ws_ping_interval": 20.0, "ws_ping_timeout": 20.0},
+    # Deltas are a few bytes: per-message compression would cost more memory per socket than it saves.
+    uvicorn_options={
+        "ws_max_size": 1024 * 1024,
+        "ws_ping_interval": 20.0,
+        "ws_ping_timeout": 20.0,
+        "ws_per_message_deflate": False,
+    },
 )
