@@ -182,7 +182,19 @@ async def spin(gw: GatewayDep, principal: Caller, body: SpinIn | None = None) ->
 
 # --- pass-through -------------------------------------------------------------------------------------
 
-PASSED_BACK = ("content-type", "etag", "cache-control", "last-modified", "retry-after", "www-authenticate", "location")
+PASSED_BACK = (
+    "content-type",
+    "etag",
+    "cache-control",
+    "last-modified",
+    "retry-after",
+    "www-authenticate",
+    "location",
+    "x-content-type-options",
+    "content-security-policy",
+    "content-disposition",
+)
+MAX_BODY_BYTES = 4 * 1024 * 1024  # the largest upload a service takes (a character card)
 
 
 async def forward(
@@ -196,9 +208,17 @@ async def forward(
     params: list[tuple[str, str | int | float | bool | None]] = [
         (k, v) for k, v in request.query_params.multi_items() if k != "access_token"
     ]
+    declared = request.headers.get("content-length", "0")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise ApiError(413, "too_large", f"request bodies are limited to {MAX_BODY_BYTES} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise ApiError(413, "too_large", f"request bodies are limited to {MAX_BODY_BYTES} bytes")
     try:
         response = await upstream.client.request(
-            request.method, path, params=params, headers=headers, content=await request.body()
+            request.method, path, params=params, headers=headers, content=bytes(body)
         )
     except httpx.HTTPError:
         raise ApiError(503, "unavailable", f"the {upstream.name} service is unreachable") from None
