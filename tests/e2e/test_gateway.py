@@ -281,3 +281,10 @@ async def test_rate_limits_answer_with_retry_after_while_others_are_served(stub:
             assert (await receive_until(ws, "error"))[-1]["code"] == "rate_limited"
             await send(ws, {"type": "ping"})
             assert (await receive_until(ws, "pong"))[-1] == {"type": "pong"}
+
+
+async def test_an_oversized_upload_is_refused_at_the_edge(platform: str) -> None:
+    token = await guest()
+    async with httpx.AsyncClient(base_url=GATEWAY, headers={"Authorization": f"Bearer {token}"}) as http:
+        response = await http.post("/api/characters/import", content=b"{" + b" " * (5 * 1024 * 1024) + b"}")
+    assert response.status_code == 413 and response.json()["error"]["code"] == "too_large"
