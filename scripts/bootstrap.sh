@@ -7,6 +7,7 @@ source "$ROOT/scripts/infra/common.sh"
 apt_install postgresql redis-server
 command -v java >/dev/null || apt_install openjdk-17-jre-headless
 command -v mvn >/dev/null || apt_install maven
+apt_install chromium fonts-dejavu-core  # the browser tests drive Debian's Chromium (never a downloaded one)
 TOOLS="$STATE/tools"
 UV_VERSION="0.13.8"
 if [ ! -x "$TOOLS/bin/uv" ] || ! "$TOOLS/bin/uv" --version | grep -q "$UV_VERSION"; then

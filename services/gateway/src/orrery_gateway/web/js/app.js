@@ -1,0 +1,994 @@
+// The Orrery web client: sign-in, the roulette, chat with streamed replies, past conversations and the
+// story dossier, over the gateway's WebSocket (/ws) and REST API (/api). Plain ES modules, no build step.
+
+import { ApiError, createApi } from "./api.js";
+import { DossierPanel } from "./dossier.js";
+import { Session, SignedOut } from "./session.js";
+import { Channel } from "./socket.js";
+import { ReplyAssembler } from "./turns.js";
+import { $, ago, countdown, fullTime, h, plainError, randomId, show, turnFailureWords, waitWords } from "./ui.js";
+
+const UPGRADE_KEY = "orrery.upgrading"; // a guest asked for a sign-in link: its chats move to the account
+const CURRENT_KEY = "orrery.current"; // (per tab) the conversation to reopen after a reload
+const LOCAL_HOSTS = new Set(["localhost", "127.0.0.1", "[::1]"]);
+const DEV_MAILBOX = "http://127.0.0.1:8025/";
+const SPIN_PATIENCE_MS = 120_000;
+const OPEN_WAIT_MS = 10_000;
+const WIDE = window.matchMedia("(min-width: 1180px)");
+const SCREENS = ["signin", "mail", "roulette", "loading", "chat"];
+
+const session = new Session();
+const api = createApi(session);
+const root = $("app");
+
+const state = {
+  current: null, // {id, projectId, character, stored, ready: Promise}
+  conversations: [],
+  spin: null, // {requestId, done, timer, early}
+  turns: new Map(), // turn_id → {assembler, bubble, text}
+  activeTurn: null,
+  outstanding: [], // frames awaiting their direct answer, in the order sent
+  openWaiters: [],
+  dossierOpen: WIDE.matches,
+  upgrade: false,
+  cooldownStop: null,
+};
+
+// --- the link ------------------------------------------------------------------------------------------
+
+const channel = new Channel({
+  session,
+  onFrame,
+  onOpen: linkOpened,
+  onDrop: linkDropped,
+  onState: linkState,
+  onSignedOut: (code) => leaveApp(code),
+});
+
+function whenOpen(ms = OPEN_WAIT_MS) {
+  if (channel.open) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const waiter = { resolve, timer: setTimeout(() => done(false), ms) };
+    const done = (ok) => {
+      clearTimeout(waiter.timer);
+      state.openWaiters = state.openWaiters.filter((w) => w !== waiter);
+      resolve(ok);
+    };
+    waiter.resolve = done;
+    state.openWaiters.push(waiter);
+  });
+}
+
+/** Send a frame and wait for its direct answer (one of `expect`) or its `error` frame. */
+async function request(frame, ...expect) {
+  if (!channel.open && !(await whenOpen())) {
+    throw new ApiError(0, "offline", "The link to the station is down; it reconnects by itself.");
+  }
+  return new Promise((resolve, reject) => {
+    const entry = { expect: new Set(expect), resolve, reject };
+    state.outstanding.push(entry);
+    if (!channel.send(frame)) {
+      state.outstanding = state.outstanding.filter((e) => e !== entry);
+      reject(new ApiError(0, "offline", "The link to the station is down; it reconnects by itself."));
+    }
+  });
+}
+
+function onFrame(frame) {
+  switch (frame.type) {
+    case "pong":
+      return;
+    case "delta":
+    case "turn.done":
+    case "turn.restart":
+    case "turn.failed":
+      turnFrame(frame);
+      return;
+    case "character.ready":
+    case "character.failed":
+      spinOutcome(frame);
+      return;
+    case "dossier.updated":
+      dossier.updated(frame);
+      return;
+    default:
+      break;
+  }
+  const head = state.outstanding[0];
+  if (frame.type === "error") {
+    const error = new ApiError(0, frame.code, frame.message, frame, frame.retry_after ?? null);
+    if (head) {
+      state.outstanding.shift();
+      head.reject(error);
+    } else {
+      banner(plainError(error.code, error.message, error.retryAfter));
+    }
+    return;
+  }
+  if (head && head.expect.has(frame.type)) {
+    state.outstanding.shift();
+    head.resolve(frame);
+  }
+}
+
+function linkOpened() {
+  for (const waiter of [...state.openWaiters]) waiter.resolve(true);
+  banner("");
+  // Replies that were streaming when the link dropped continue exactly after the last piece received.
+  for (const [turnId, turn] of state.turns) {
+    if (!turn.assembler.finished) {
+      channel.send({ type: "resume", turn_id: turnId, after_seq: turn.assembler.lastSeq });
+    }
+  }
+  // A conversation with no message yet lived only in the old socket's session: start it again.
+  const current = state.current;
+  if (current && !current.stored && current.character) {
+    current.ready = request(
+      { type: "start_conversation", character_id: current.character.id, project_id: current.projectId },
+      "conversation.started",
+    ).then(
+      (started) => {
+        current.id = started.conversation_id;
+        return current;
+      },
+      () => current,
+    );
+  }
+  if (state.spin && state.spin.requestId && !state.spin.done) checkSpinOutcome();
+  if (state.wasDropped) refreshConversations();
+  state.wasDropped = false;
+}
+
+function linkDropped() {
+  state.wasDropped = true;
+  const waiting = state.outstanding;
+  state.outstanding = [];
+  for (const entry of waiting) {
+    entry.reject(new ApiError(0, "disconnected", "The connection dropped before the station answered."));
+  }
+  if (state.activeTurn) banner("The link dropped mid-reply. Reconnecting — the reply picks up where it stopped.");
+}
+
+const LINK_WORDS = {
+  idle: "Standing by",
+  connecting: "Linking…",
+  open: "Linked",
+  reconnecting: "Reconnecting…",
+  offline: "Offline — waiting for the network",
+};
+
+function linkState(linkStateName) {
+  const el = $("link-status");
+  el.dataset.state = linkStateName;
+  el.querySelector(".label").textContent = LINK_WORDS[linkStateName] ?? linkStateName;
+}
+
+function banner(text) {
+  const el = $("chat-banner");
+  el.textContent = text;
+  show(el, Boolean(text));
+}
+
+// --- screens -------------------------------------------------------------------------------------------
+
+function showScreen(name, { focus = true } = {}) {
+  root.dataset.screen = name;
+  for (const screen of SCREENS) show($(`screen-${screen}`), screen === name);
+  syncDossier();
+  if (!focus) return;
+  if (name === "chat") $("composer-input").focus({ preventScroll: true });
+  else $(`screen-${name}`).querySelector("[tabindex='-1']")?.focus({ preventScroll: true });
+}
+
+function setDrawer(which, open) {
+  if (which === "sidebar") {
+    root.classList.toggle("sidebar-open", open);
+    $("open-sidebar").setAttribute("aria-expanded", String(open));
+    if (open) $("new-spin").focus();
+  }
+  $("scrim").hidden = !root.classList.contains("sidebar-open") && !(state.dossierOpen && !WIDE.matches && inChat());
+}
+
+const inChat = () => root.dataset.screen === "chat";
+
+function syncDossier() {
+  const visible = inChat() && state.dossierOpen;
+  $("dossier").hidden = !visible;
+  root.classList.toggle("dossier-open", visible);
+  $("toggle-dossier").setAttribute("aria-expanded", String(visible));
+  if (visible) show($("dossier-badge"), false);
+  setDrawer("scrim", false);
+}
+
+function toggleDossier(open = !state.dossierOpen) {
+  state.dossierOpen = open;
+  syncDossier();
+  if (open) $("close-dossier").focus();
+  else if (inChat()) $("toggle-dossier").focus();
+}
+
+// --- sign-in -------------------------------------------------------------------------------------------
+
+const SIGNED_OUT_WORDS = {
+  refresh_token_reused: "Your session was ended for safety: it was used from two places at once. Sign in again.",
+  refresh_token_revoked: "Your session was ended. Sign in again.",
+  refresh_token_expired: "Your session expired. Sign in again.",
+  refresh_token_invalid: "Your session is no longer valid. Sign in again.",
+  user_not_found: "This guest session now belongs to an account. Sign in with its email to continue.",
+  signed_out: "You were signed out (perhaps in another tab).",
+};
+
+function showSignin({ upgrade = false, notice = "" } = {}) {
+  state.upgrade = upgrade;
+  $("signin-title").textContent = upgrade ? "Keep your conversations" : "ORRERY";
+  $("signin-title").classList.toggle("title-xl", !upgrade);
+  $("signin-title").classList.toggle("title-l", upgrade);
+  show($("guest-block"), !upgrade);
+  show($("guest"), !upgrade);
+  $("guest-note").textContent = upgrade
+    ? "Your conversations as a guest come with you to the account. "
+    : "Guests can sign in with email later and keep their conversations.";
+  if (upgrade) {
+    $("guest-note").append(
+      h("button", { type: "button", class: "link-button", onclick: () => showScreen(state.current ? "chat" : "roulette") }, "Not now"),
+    );
+  }
+  $("signin-notice").textContent = notice;
+  show($("signin-notice"), Boolean(notice));
+  $("signin-error").textContent = "";
+  showScreen("signin");
+}
+
+function fieldError(name, text) {
+  $(`signin-${name}-error`).textContent = text;
+  $(`signin-${name}`).setAttribute("aria-invalid", text ? "true" : "false");
+}
+
+async function requestLink(event) {
+  event.preventDefault();
+  const username = $("signin-username").value.trim().replace(/\s+/g, " ");
+  const email = $("signin-email").value.trim();
+  fieldError("username", username ? "" : "Choose a username (up to 40 characters).");
+  fieldError("email", /^[^\s@]+@[^\s@]+$/.test(email) ? "" : "Enter the address the sign-in link goes to.");
+  $("signin-error").textContent = "";
+  if (!username) return $("signin-username").focus();
+  if (!/^[^\s@]+@[^\s@]+$/.test(email)) return $("signin-email").focus();
+  const submit = $("signin-submit");
+  submit.disabled = true;
+  submit.textContent = "Sending…";
+  try {
+    await api("/api/auth/magic-link", { method: "POST", body: { email, username }, auth: false });
+    if (session.user?.is_guest) {
+      localStorage.setItem(UPGRADE_KEY, JSON.stringify({ guest: session.user.id, at: Date.now() }));
+    }
+    $("mail-address").textContent = email;
+    show($("dev-mailbox"), LOCAL_HOSTS.has(location.hostname));
+    showScreen("mail");
+  } catch (error) {
+    const fields = error?.body?.error?.fields ?? [];
+    for (const f of fields) {
+      const name = Array.isArray(f.loc) ? f.loc[f.loc.length - 1] : "";
+      if (name === "email" || name === "username") fieldError(name, f.msg || "Check this field.");
+    }
+    if (!fields.length) {
+      $("signin-error").textContent =
+        error.code === "rate_limited"
+          ? `Too many sign-in links were asked for. You can ask again in ${waitWords(error.retryAfter || 60)}.`
+          : error.code === "mail_unavailable"
+            ? "Mail cannot be sent right now. Try again in a moment, or continue as a guest."
+            : plainError(error.code, error.message, error.retryAfter);
+    }
+  } finally {
+    submit.disabled = false;
+    submit.textContent = "Send me a sign-in link";
+  }
+}
+
+async function continueAsGuest() {
+  const button = $("guest");
+  button.disabled = true;
+  $("signin-error").textContent = "";
+  const username = $("signin-username").value.trim().replace(/\s+/g, " ");
+  try {
+    const tokens = await api("/api/auth/guest", {
+      method: "POST",
+      body: username ? { username } : {},
+      auth: false,
+    });
+    session.save(tokens);
+    enterApp();
+  } catch (error) {
+    $("signin-error").textContent = plainError(error.code, error.message, error.retryAfter);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function renderWho() {
+  const user = session.user;
+  $("who").textContent = user ? (user.is_guest ? `Guest · ${user.username}` : user.username) : "";
+  $("who").title = user?.email ?? "";
+  show($("upgrade"), Boolean(user?.is_guest));
+}
+
+function enterApp() {
+  root.dataset.signedIn = "true";
+  renderWho();
+  channel.start();
+  showScreen("roulette");
+  refreshConversations().then(afterUpgrade);
+  const reopen = sessionStorage.getItem(CURRENT_KEY);
+  if (reopen) openConversation(reopen, { quiet: true });
+}
+
+/** Back from a magic link a guest asked for: its conversations are moved over in the background. */
+async function afterUpgrade() {
+  let pending;
+  try {
+    pending = JSON.parse(localStorage.getItem(UPGRADE_KEY) || "null");
+  } catch {
+    pending = null;
+  }
+  const user = session.user;
+  if (!pending || !user || user.is_guest) return;
+  localStorage.removeItem(UPGRADE_KEY);
+  if (Date.now() - pending.at > 3_600_000 || state.conversations.length) return;
+  const note = $("conversations-note");
+  note.textContent = "Bringing over your conversations as a guest…";
+  for (let i = 0; i < 15 && !state.conversations.length; i += 1) {
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    await refreshConversations();
+  }
+  if (note.textContent.startsWith("Bringing")) note.textContent = "";
+}
+
+function leaveApp(code) {
+  channel.stop();
+  for (const entry of state.outstanding) entry.reject(new SignedOut(code));
+  Object.assign(state, { current: null, conversations: [], spin: null, activeTurn: null, outstanding: [] });
+  state.turns.clear();
+  sessionStorage.removeItem(CURRENT_KEY);
+  root.dataset.signedIn = "false";
+  root.classList.remove("sidebar-open");
+  $("conversation-list").replaceChildren();
+  $("transcript").replaceChildren();
+  dossier.setProject(null);
+  showSignin({ notice: SIGNED_OUT_WORDS[code] ?? "" });
+}
+
+// --- the roulette --------------------------------------------------------------------------------------
+
+function setStage(stage) {
+  $("screen-loading").dataset.failed = "false";
+  const order = ["sent", "generating", "ready"];
+  const reached = order.indexOf(stage);
+  for (const li of $("spin-steps").children) {
+    const index = order.indexOf(li.dataset.step);
+    li.dataset.state = index < reached ? "done" : index === reached ? "active" : "waiting";
+  }
+  const titles = { sent: "Tuning in…", generating: "Someone is taking shape…", ready: "Contact!" };
+  $("loading-title").textContent = titles[stage];
+  if (stage === "ready") setProgress(100);
+  if (stage === "sent") setProgress(8);
+}
+
+function setProgress(value) {
+  const bar = $("spin-progress");
+  bar.setAttribute("aria-valuenow", String(Math.round(value)));
+  bar.style.setProperty("--progress", `${value}%`);
+}
+
+async function spin() {
+  const previous = state.spin;
+  if (previous) clearInterval(previous.timer);
+  const spinState = { requestId: null, done: false, timer: null, early: new Map(), startedAt: Date.now() };
+  state.spin = spinState;
+  closeDrawers();
+  show($("spin-failure"), false);
+  $("spin-status").textContent = "";
+  $("spin-error").textContent = "";
+  setStage("sent");
+  showScreen("loading");
+  try {
+    const generating = await request({ type: "spin" }, "character.generating");
+    if (state.spin !== spinState) return;
+    spinState.requestId = generating.request_id;
+    setStage("generating");
+    $("spin-status").textContent = "The roulette is inventing a character for you.";
+    // The persona and the portrait take a while: creep towards 90 % so the wait visibly moves.
+    spinState.timer = setInterval(() => {
+      const elapsed = (Date.now() - spinState.startedAt) / 1000;
+      setProgress(20 + 70 * (1 - Math.exp(-elapsed / 10)));
+      if (Date.now() - spinState.startedAt > SPIN_PATIENCE_MS) {
+        spinFailed("The roulette did not answer in time. Try another spin.");
+      }
+    }, 400);
+    const early = spinState.early.get(spinState.requestId);
+    if (early) spinOutcome(early);
+  } catch (error) {
+    if (state.spin !== spinState) return;
+    spinFailed(plainError(error.code, error.message, error.retryAfter), error.retryAfter);
+  }
+}
+
+function spinOutcome(frame) {
+  const spinState = state.spin;
+  if (!spinState || spinState.done) return;
+  if (!spinState.requestId) {
+    spinState.early.set(frame.request_id, frame); // arrived before its `character.generating`
+    return;
+  }
+  if (frame.request_id !== spinState.requestId) return; // another tab's spin
+  if (frame.type === "character.failed") {
+    spinFailed(
+      `The roulette jammed. ${turnFailureWords(frame.reason)}` +
+        (frame.retryable ? " Another spin may well work." : ""),
+    );
+    return;
+  }
+  spinState.done = true;
+  clearInterval(spinState.timer);
+  setStage("ready");
+  $("spin-status").textContent = `${frame.character.name} is on the line.`;
+  startWith(frame.character).catch((error) => {
+    spinFailed(plainError(error.code, error.message, error.retryAfter), error.retryAfter);
+  });
+}
+
+/** After a reconnect: the `character.ready` may have been pushed while the link was down. */
+async function checkSpinOutcome() {
+  const spinState = state.spin;
+  try {
+    const page = await api("/api/characters?presets=false&limit=5");
+    const found = (page?.items ?? []).find((c) => c.request_id === spinState.requestId);
+    if (found && state.spin === spinState && !spinState.done) {
+      spinOutcome({ type: "character.ready", request_id: spinState.requestId, character: found });
+    }
+  } catch {
+    /* the notification may still come */
+  }
+}
+
+function spinFailed(reason, retryAfter = null) {
+  const spinState = state.spin;
+  if (spinState) {
+    spinState.done = true;
+    clearInterval(spinState.timer);
+  }
+  $("loading-title").textContent = "No contact";
+  $("screen-loading").dataset.failed = "true";
+  const active = $("spin-steps").querySelector("[data-state=active]");
+  if (active) active.dataset.state = "failed";
+  $("spin-status").textContent = "";
+  $("spin-failure-reason").textContent = reason;
+  show($("spin-failure"), true);
+  const retry = $("spin-retry");
+  state.cooldownStop?.();
+  if (retryAfter) {
+    retry.disabled = true;
+    state.cooldownStop = countdown(
+      retryAfter,
+      (left) => {
+        retry.textContent = `Spin again in ${waitWords(left)}`;
+      },
+      () => {
+        retry.disabled = false;
+        retry.textContent = "Try another spin";
+      },
+    );
+  } else {
+    retry.disabled = false;
+    retry.textContent = "Try another spin";
+  }
+  retry.focus();
+}
+
+// --- the conversation ----------------------------------------------------------------------------------
+
+function portraitSrc(url) {
+  if (!url) return "";
+  const token = session.peekToken();
+  return token ? `${url}${url.includes("?") ? "&" : "?"}access_token=${encodeURIComponent(token)}` : url;
+}
+
+function renderCharacter(character) {
+  const c = character ?? {};
+  $("character-name").textContent = c.name || "Someone";
+  $("character-planet").textContent = c.planet ? `of ${c.planet}` : "";
+  const traits = [c.sex, c.species, c.archetype].filter(Boolean);
+  $("character-traits").replaceChildren(...traits.map((t) => h("li", { class: "chip" }, t)));
+  const img = $("portrait");
+  img.alt = c.name ? `Portrait of ${c.name}` : "";
+  img.removeAttribute("src");
+  if (c.portrait_url) img.src = portraitSrc(c.portrait_url);
+  $("character-personality").textContent = c.personality || "";
+  $("character-backstory").textContent = c.backstory || "";
+  show($("character-more"), Boolean(c.personality || c.backstory));
+  $("composer-label").textContent = c.name ? `Message ${c.name}` : "Message";
+  $("composer-input").placeholder = c.name ? `Say something to ${c.name}…` : "Say something…";
+}
+
+async function startWith(character) {
+  const started = await request({ type: "start_conversation", character_id: character.id }, "conversation.started");
+  openStarted(started, { fresh: true });
+}
+
+function openStarted(started, { fresh }) {
+  const current = {
+    id: started.conversation_id,
+    projectId: started.project_id,
+    character: started.character,
+    stored: !fresh,
+  };
+  current.ready = Promise.resolve(current);
+  state.current = current;
+  if (fresh) sessionStorage.removeItem(CURRENT_KEY);
+  else sessionStorage.setItem(CURRENT_KEY, current.id);
+  renderCharacter(current.character);
+  $("screen-chat").dataset.conversationId = current.id;
+  $("screen-chat").dataset.projectId = current.projectId ?? "";
+  $("end-session").disabled = !current.stored;
+  banner("");
+  if (fresh) {
+    $("transcript").replaceChildren();
+    addBubble("assistant", started.greeting || "…", { status: "complete", greeting: true });
+  }
+  dossier.setProject(current.projectId);
+  markCurrent();
+  showScreen("chat");
+}
+
+async function openConversation(id, { quiet = false } = {}) {
+  closeDrawers();
+  if (state.current?.id === id && inChat()) return;
+  if (!quiet) showScreen("chat");
+  $("transcript").replaceChildren(h("li", { class: "msg-loading" }, "Opening the conversation…"));
+  try {
+    const [started, messages] = await Promise.all([
+      request({ type: "start_conversation", conversation_id: id }, "conversation.started"),
+      allMessages(id),
+    ]);
+    openStarted(started, { fresh: false });
+    $("transcript").replaceChildren();
+    for (const m of messages) {
+      addBubble(m.role === "user" ? "user" : "assistant", m.content, {
+        status: m.status,
+        time: m.created_at,
+        messageId: m.message_id,
+      });
+    }
+    scrollTranscript(true);
+  } catch (error) {
+    sessionStorage.removeItem(CURRENT_KEY);
+    if (quiet) {
+      showScreen("roulette", { focus: false });
+      return;
+    }
+    showScreen("roulette");
+    $("spin-error").textContent = plainError(error.code, error.message, error.retryAfter);
+    refreshConversations();
+  }
+}
+
+async function allMessages(id) {
+  const all = [];
+  for (let offset = 0; ; offset += 200) {
+    const page = await api(`/api/conversations/${id}/messages?limit=200&offset=${offset}`);
+    all.push(...page.messages);
+    if (page.messages.length < 200) return all;
+  }
+}
+
+function addBubble(role, text, { status = "complete", time = null, messageId = null, greeting = false } = {}) {
+  const li = h(
+    "li",
+    {
+      class: `msg msg-${role}`,
+      dataset: { role, status, ...(messageId ? { messageId } : {}), ...(greeting ? { greeting: "true" } : {}) },
+    },
+    h("p", { class: "msg-who" }, role === "user" ? "You" : state.current?.character?.name || "Them"),
+    h("div", { class: "msg-text" }, text),
+    h("p", { class: "msg-meta" }, time ? h("time", { datetime: time, title: fullTime(time) }, ago(time)) : null),
+  );
+  if (status === "cancelled") li.querySelector(".msg-meta").append(h("span", { class: "tag" }, "stopped"));
+  $("transcript").append(li);
+  scrollTranscript(true);
+  return li;
+}
+
+function nearBottom() {
+  const t = $("transcript");
+  return t.scrollHeight - t.scrollTop - t.clientHeight < 120;
+}
+
+function scrollTranscript(force = false) {
+  const t = $("transcript");
+  if (force || nearBottom()) t.scrollTop = t.scrollHeight;
+}
+
+function setStreaming(turnId) {
+  state.activeTurn = turnId;
+  show($("send"), !turnId);
+  show($("stop"), Boolean(turnId));
+  $("stop").disabled = false;
+  $("stop").textContent = "Stop";
+  $("transcript").setAttribute("aria-busy", turnId ? "true" : "false");
+}
+
+async function sendMessage(text) {
+  const current = state.current;
+  if (!current || state.activeTurn || !text.trim()) return;
+  const userBubble = addBubble("user", text, { status: "sending" });
+  const reply = addBubble("assistant", "", { status: "waiting" });
+  reply.querySelector(".msg-text").append(h("span", { class: "typing", "aria-label": "Writing" }, "● ● ●"));
+  setStreaming("pending");
+  try {
+    await current.ready;
+    const accepted = await request(
+      { type: "message", conversation_id: current.id, content: text, client_msg_id: randomId() },
+      "turn.accepted",
+    );
+    current.stored = true;
+    if (state.current === current) $("end-session").disabled = false;
+    userBubble.dataset.status = "sent";
+    const sentAt = new Date().toISOString();
+    userBubble.querySelector(".msg-meta").replaceChildren(h("time", { datetime: sentAt, title: fullTime(sentAt) }, "just now"));
+    reply.dataset.turnId = accepted.turn_id;
+    reply.dataset.status = "streaming";
+    reply.setAttribute("aria-busy", "true");
+    state.turns.set(accepted.turn_id, { assembler: new ReplyAssembler(accepted.turn_id), bubble: reply, text });
+    setStreaming(accepted.turn_id);
+  } catch (error) {
+    reply.remove();
+    setStreaming(null);
+    notSent(userBubble, text, error);
+  }
+}
+
+function notSent(bubble, text, error) {
+  bubble.dataset.status = "failed";
+  const note = h("p", { class: "msg-error", role: "alert" }, `Not sent. ${plainError(error.code, error.message, error.retryAfter)}`);
+  bubble.append(note);
+  const input = $("composer-input");
+  if (!input.value) {
+    input.value = text; // nothing typed is lost
+    autoGrow();
+  }
+  if (error.code === "rate_limited" && error.retryAfter) cooldown(error.retryAfter);
+}
+
+function cooldown(seconds) {
+  const send = $("send");
+  state.cooldownStop?.();
+  send.disabled = true;
+  state.cooldownStop = countdown(
+    seconds,
+    (left) => {
+      send.textContent = `Wait ${left} s`;
+    },
+    () => {
+      send.disabled = false;
+      send.textContent = "Send";
+    },
+  );
+}
+
+function turnFrame(frame) {
+  const turn = state.turns.get(frame.turn_id);
+  if (!turn) return;
+  const restartsBefore = turn.assembler.restarts;
+  if (!turn.assembler.apply(frame)) return;
+  const bubble = turn.bubble;
+  const textEl = bubble.querySelector(".msg-text");
+  textEl.textContent = turn.assembler.text;
+  if (turn.assembler.restarts > restartsBefore) {
+    bubble.querySelector(".msg-meta").replaceChildren(h("span", { class: "tag" }, "writing again"));
+  }
+  scrollTranscript();
+  if (!turn.assembler.finished) return;
+  const outcome = turn.assembler.outcome;
+  state.turns.delete(frame.turn_id);
+  bubble.removeAttribute("aria-busy");
+  bubble.dataset.status = outcome.status;
+  if (outcome.messageId) bubble.dataset.messageId = outcome.messageId;
+  const meta = bubble.querySelector(".msg-meta");
+  const doneAt = new Date().toISOString();
+  meta.replaceChildren(h("time", { datetime: doneAt, title: fullTime(doneAt) }, "just now"));
+  if (outcome.status === "cancelled") meta.append(h("span", { class: "tag" }, "stopped"));
+  if (outcome.status === "failed") {
+    if (!turn.assembler.text) textEl.textContent = "";
+    bubble.append(
+      h("p", { class: "msg-error", role: "alert" }, turnFailureWords(outcome.reason)),
+      outcome.retryable
+        ? h(
+            "button",
+            { type: "button", class: "button small", onclick: (e) => { e.currentTarget.remove(); sendMessage(turn.text); } },
+            "Send again",
+          )
+        : null,
+    );
+  }
+  if (state.activeTurn === frame.turn_id) {
+    setStreaming(null);
+    banner("");
+  }
+  refreshConversations();
+}
+
+function stopReply() {
+  const turnId = state.activeTurn;
+  if (!turnId || turnId === "pending") return;
+  if (channel.send({ type: "cancel", turn_id: turnId })) {
+    $("stop").disabled = true;
+    $("stop").textContent = "Stopping…";
+  } else {
+    banner("The link is down; the reply can be stopped once it is back.");
+  }
+}
+
+async function endSession() {
+  const current = state.current;
+  if (!current?.stored) return;
+  const button = $("end-session");
+  button.disabled = true;
+  button.textContent = "Ending…";
+  try {
+    const ended = await api(`/api/conversations/${current.id}/end`, { method: "POST" });
+    refreshConversations();
+    const choice = await modal({
+      title: "Session ended",
+      body: [
+        h("p", { class: "fine-print" }, `Your conversation with ${current.character?.name ?? "them"}, summed up:`),
+        h("p", { class: "summary", id: "summary-text" }, ended.summary || "Nothing much happened."),
+        h("p", { class: "fine-print" }, "Writing again reopens it."),
+      ],
+      actions: [
+        { label: "Close", value: "close" },
+        { label: "✦ Spin again", value: "spin", primary: true },
+      ],
+    });
+    if (choice === "spin") spin();
+  } catch (error) {
+    banner(`The session could not be ended. ${plainError(error.code, error.message, error.retryAfter)}`);
+  } finally {
+    button.disabled = !state.current?.stored;
+    button.textContent = "End session";
+  }
+}
+
+async function deleteConversation(conversation) {
+  const title = conversation.title || "Untitled";
+  const choice = await modal({
+    title: "Delete this conversation?",
+    body: [
+      h("p", {}, `“${title}” with ${conversation.character?.name ?? "this character"} and all its messages will be gone for good.`),
+    ],
+    actions: [
+      { label: "Keep it", value: "keep" },
+      { label: "Delete", value: "delete", danger: true },
+    ],
+  });
+  if (choice !== "delete") return;
+  try {
+    await api(`/api/conversations/${conversation.conversation_id}`, { method: "DELETE" });
+  } catch (error) {
+    if (error.code !== "not_found") {
+      $("conversations-note").textContent = `Not deleted. ${plainError(error.code, error.message, error.retryAfter)}`;
+      return;
+    }
+  }
+  if (state.current?.id === conversation.conversation_id) {
+    state.current = null;
+    sessionStorage.removeItem(CURRENT_KEY);
+    dossier.setProject(null);
+    showScreen("roulette");
+  }
+  state.conversations = state.conversations.filter((c) => c.conversation_id !== conversation.conversation_id);
+  renderConversations();
+  $("conversations-note").textContent = `Deleted “${title}”.`;
+}
+
+// --- the sidebar ---------------------------------------------------------------------------------------
+
+async function refreshConversations() {
+  if (!session.signedIn) return;
+  try {
+    const page = await api("/api/conversations?limit=100");
+    state.conversations = page.conversations;
+    renderConversations();
+  } catch (error) {
+    if (error instanceof SignedOut) return;
+    $("conversations-note").textContent = `The list could not be loaded. ${plainError(error.code, error.message)}`;
+  }
+}
+
+function renderConversations() {
+  const list = $("conversation-list");
+  const note = $("conversations-note");
+  if (!state.conversations.length) {
+    list.replaceChildren();
+    if (!note.textContent || note.textContent.startsWith("The list")) {
+      note.textContent = "No conversations yet. Spin the roulette and say hello.";
+    }
+    return;
+  }
+  if (note.textContent.startsWith("No conversations") || note.textContent.startsWith("The list") || note.textContent.startsWith("Bringing")) {
+    note.textContent = "";
+  }
+  list.replaceChildren(
+    ...state.conversations.map((c) => {
+      const title = c.title || "Untitled";
+      const name = c.character?.name ?? "Unknown";
+      const img = h("img", { class: "conv-portrait", alt: "", width: 40, height: 40, loading: "lazy" });
+      if (c.character?.portrait_url) img.src = portraitSrc(c.character.portrait_url);
+      return h(
+        "li",
+        { class: "conv", dataset: { conversationId: c.conversation_id, status: c.status } },
+        h(
+          "button",
+          { type: "button", class: "conv-open", onclick: () => openConversation(c.conversation_id) },
+          img,
+          h(
+            "span",
+            { class: "conv-text" },
+            h("span", { class: "conv-title" }, title),
+            h(
+              "span",
+              { class: "conv-sub" },
+              h("span", { class: "conv-character" }, name),
+              " · ",
+              h("time", { datetime: c.last_message_at, title: fullTime(c.last_message_at) }, ago(c.last_message_at)),
+              c.status === "ended" ? h("span", { class: "tag" }, "ended") : null,
+            ),
+          ),
+        ),
+        h(
+          "button",
+          {
+            type: "button",
+            class: "icon-button conv-delete",
+            "aria-label": `Delete “${title}” with ${name}`,
+            onclick: () => deleteConversation(c),
+          },
+          h("span", { "aria-hidden": "true" }, "✕"),
+        ),
+      );
+    }),
+  );
+  markCurrent();
+}
+
+function markCurrent() {
+  for (const li of $("conversation-list").children) {
+    const open = li.querySelector(".conv-open");
+    if (li.dataset.conversationId === state.current?.id) open.setAttribute("aria-current", "true");
+    else open.removeAttribute("aria-current");
+  }
+}
+
+function closeDrawers() {
+  root.classList.remove("sidebar-open");
+  $("open-sidebar").setAttribute("aria-expanded", "false");
+  if (!WIDE.matches && state.dossierOpen) {
+    state.dossierOpen = false;
+    syncDossier();
+  }
+  $("scrim").hidden = true;
+}
+
+// --- dialogs -------------------------------------------------------------------------------------------
+
+function modal({ title, body, actions }) {
+  const dialog = $("modal");
+  $("modal-title").textContent = title;
+  $("modal-body").replaceChildren(...body);
+  $("modal-actions").replaceChildren(
+    ...actions.map((a) =>
+      h("button", { class: `button${a.primary ? " primary" : ""}${a.danger ? " danger" : ""}`, value: a.value }, a.label),
+    ),
+  );
+  dialog.returnValue = "";
+  const opener = document.activeElement;
+  dialog.showModal();
+  return new Promise((resolve) => {
+    dialog.addEventListener(
+      "close",
+      () => {
+        opener?.focus?.();
+        resolve(dialog.returnValue);
+      },
+      { once: true },
+    );
+  });
+}
+
+// --- the dossier ---------------------------------------------------------------------------------------
+
+const dossier = new DossierPanel({
+  api,
+  body: $("dossier-body"),
+  version: $("dossier-version"),
+  notice: $("dossier-notice"),
+  onChange: () => {
+    if ($("dossier").hidden) show($("dossier-badge"), true);
+  },
+});
+
+// --- wiring --------------------------------------------------------------------------------------------
+
+function autoGrow() {
+  const input = $("composer-input");
+  input.style.height = "auto";
+  input.style.height = `${Math.min(input.scrollHeight, 180)}px`;
+}
+
+function wire() {
+  $("signin-form").addEventListener("submit", requestLink);
+  $("guest").addEventListener("click", continueAsGuest);
+  $("mail-back").addEventListener("click", () => showSignin({ upgrade: state.upgrade }));
+  $("upgrade").addEventListener("click", () => showSignin({ upgrade: true }));
+  $("sign-out").addEventListener("click", () => session.signOut());
+  $("spin").addEventListener("click", spin);
+  $("spin-retry").addEventListener("click", spin);
+  $("spin-cancel").addEventListener("click", () => {
+    if (state.spin) clearInterval(state.spin.timer);
+    state.spin = null;
+    showScreen(state.current ? "chat" : "roulette");
+  });
+  $("spin-again").addEventListener("click", spin);
+  $("new-spin").addEventListener("click", spin);
+  $("end-session").addEventListener("click", endSession);
+  $("toggle-dossier").addEventListener("click", () => toggleDossier());
+  $("close-dossier").addEventListener("click", () => toggleDossier(false));
+  $("open-sidebar").addEventListener("click", () => setDrawer("sidebar", !root.classList.contains("sidebar-open")));
+  $("close-sidebar").addEventListener("click", () => {
+    setDrawer("sidebar", false);
+    $("open-sidebar").focus();
+  });
+  $("scrim").addEventListener("click", closeDrawers);
+  document.addEventListener("keydown", (event) => {
+    if (event.key !== "Escape" || $("modal").open) return;
+    if (root.classList.contains("sidebar-open")) {
+      setDrawer("sidebar", false);
+      $("open-sidebar").focus();
+    } else if (!WIDE.matches && state.dossierOpen && inChat()) {
+      toggleDossier(false);
+    }
+  });
+  const input = $("composer-input");
+  input.addEventListener("input", autoGrow);
+  input.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.ctrlKey && !event.altKey && !event.metaKey && !event.isComposing) {
+      event.preventDefault();
+      $("composer").requestSubmit();
+    }
+  });
+  $("composer").addEventListener("submit", (event) => {
+    event.preventDefault();
+    if (state.activeTurn || $("send").disabled) return;
+    const text = input.value;
+    if (!text.trim()) return;
+    input.value = "";
+    autoGrow();
+    sendMessage(text);
+  });
+  $("stop").addEventListener("click", stopReply);
+  WIDE.addEventListener("change", () => {
+    state.dossierOpen = WIDE.matches;
+    closeDrawers();
+    syncDossier();
+  });
+  session.addEventListener("signedout", (event) => leaveApp(event.detail.code));
+  session.addEventListener("userchange", () => {
+    // Another tab signed in as someone else: start over as them.
+    if (root.dataset.signedIn === "true") location.reload();
+  });
+  // Relative times go stale: rewrite them now and then (in place, so nothing loses focus).
+  setInterval(() => {
+    for (const time of document.querySelectorAll("time[datetime]")) time.textContent = ago(time.dateTime);
+  }, 60_000);
+}
+
+wire();
+if (session.signedIn) enterApp();
+else showSignin();
