@@ -86,7 +86,8 @@ def create_app(
     subscribe(
         runtime.broker, topics.turns, settings.consumer_group, intake.handle, concurrency=settings.consumer_concurrency
     )
-    subscribe(runtime.broker, topics.merges, settings.consumer_group, merges.handle)
+    # A group of its own: joining the turns' group would make every start-up rebalance the turn consumers too.
+    subscribe(runtime.broker, topics.merges, f"{settings.consumer_group}-merges", merges.handle)
     runtime.workers = workers
     runtime.closers = [llm.aclose, verifier.aclose]
 

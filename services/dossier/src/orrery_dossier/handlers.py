@@ -30,6 +30,7 @@ from orrery_dossier.ports import (
     DossierSummary,
     ExtractionUnavailable,
     Extractor,
+    PendingTurn,
     ProjectState,
     Store,
     StoreTx,
@@ -100,28 +101,29 @@ class TurnIntake:
         return decision
 
     async def _decide(self, event: ChatTurnCompleted) -> str:
-        # Chit-chat never touches the database: nothing in it could change a dossier, so there is nothing
-        # to make idempotent either.
-        if is_trivial(event.user_message.content):
-            return "trivial"
         limit = self.limits.turn_text_max_chars
         user_text = event.user_message.content[:limit]
         assistant_text = event.assistant_message.content[:limit]
-        async with self.store.transaction() as tx:
-            if not await tx.claim_event(event.event_id, self.consumer):
-                return "duplicate"
+        # Names already known only lower a score, so a turn too weak even when every name in it is new can be
+        # dropped without the database: chit-chat and small talk cost no I/O (nor an inbox row: no effect).
+        if not self.policy.keeps(assess_turn(user_text, assistant_text, ())):
+            return "trivial" if is_trivial(user_text) else "low_signal"
+        async with self.store.intake() as tx:
             now = self.clock()
             # The row lock taken here orders one project's turns even when its conversations are consumed
             # concurrently (the topic is keyed by conversation, not project).
-            target = await tx.lock_for_turn(event.project_id, event.user_id, now)
+            target = await tx.claim_and_lock(event.event_id, self.consumer, event.project_id, event.user_id, now)
+            if target is None:
+                return "duplicate"
             if target.owner != event.user_id and target.owner != await tx.resolve_user(event.user_id):
                 log.warning("turn for another user's project ignored", extra={"project_id": str(event.project_id)})
                 return "foreign"
             signal = assess_turn(user_text, assistant_text, [*target.known_terms, *target.pending_terms])
             if not self.policy.keeps(signal):
                 return "low_signal"
-            stored = await tx.add_pending_turn(
-                event.project_id,
+            pending = target.pending.plus(signal.score, len(user_text), now)
+            due = self.policy.due_at(pending, now, target.retry_at)
+            kept = PendingTurn(
                 event.turn_id,
                 event.conversation_id,
                 user_text,
@@ -130,12 +132,9 @@ class TurnIntake:
                 sorted(signal.new_terms),
                 now,
             )
-            if not stored:
-                return "duplicate"
-            pending = target.pending.plus(signal.score, len(user_text), now)
-            due = self.policy.due_at(pending, now, target.retry_at)
             terms = add_pending_terms(target.pending_terms, signal.new_terms)
-            await tx.set_schedule(event.project_id, pending, terms, due)
+            if not await tx.store_turn(target, kept, pending, terms, due):
+                return "duplicate"
         return "due" if due is not None and due <= now else "kept"
 
 

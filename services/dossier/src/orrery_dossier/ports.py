@@ -28,6 +28,19 @@ class TurnTarget:
 
 
 @dataclass(frozen=True)
+class PendingTurn:
+    """A turn kept for the next extraction."""
+
+    turn_id: UUID
+    conversation_id: UUID
+    user_text: str
+    assistant_text: str
+    score: float
+    terms: list[str]
+    received_at: datetime
+
+
+@dataclass(frozen=True)
 class ProjectState:
     """A project's whole row, locked for the rest of the transaction."""
 
@@ -97,34 +110,6 @@ class StoreTx(Protocol):
 
     async def publish(self, event: Event) -> None:
         """Publish through the outbox."""
-        ...
-
-    async def resolve_user(self, user_id: UUID) -> UUID:
-        """The account a (guest) user was merged into, or the user itself."""
-        ...
-
-    async def lock_for_turn(self, project_id: UUID, user_id: UUID, now: datetime) -> TurnTarget:
-        """Lock the project's row, creating it (owned by the resolved user) when new."""
-        ...
-
-    async def add_pending_turn(
-        self,
-        project_id: UUID,
-        turn_id: UUID,
-        conversation_id: UUID,
-        user_text: str,
-        assistant_text: str,
-        score: float,
-        terms: Sequence[str],
-        received_at: datetime,
-    ) -> bool:
-        """Store a turn for the next extraction; False if that turn is already stored."""
-        ...
-
-    async def set_schedule(
-        self, project_id: UUID, pending: Pending, pending_terms: Sequence[str], due_at: datetime | None
-    ) -> None:
-        """Record what is waiting and when it is due."""
         ...
 
     async def claim_due(self, now: datetime, lease_until: datetime, token: UUID) -> ProjectState | None:
@@ -220,11 +205,43 @@ class StoreTx(Protocol):
         ...
 
 
+class IntakeTx(Protocol):
+    """The few statements taking in a turn needs, inside one transaction (the consumer's hot path)."""
+
+    async def claim_and_lock(
+        self, event_id: UUID, consumer: str, project_id: UUID, user_id: UUID, now: datetime
+    ) -> TurnTarget | None:
+        """Mark the event consumed and lock its project's row (created when new, owned by the resolved user).
+
+        None if the event was consumed before.
+        """
+        ...
+
+    async def resolve_user(self, user_id: UUID) -> UUID:
+        """The account a (guest) user was merged into, or the user itself."""
+        ...
+
+    async def store_turn(
+        self,
+        target: TurnTarget,
+        turn: PendingTurn,
+        pending: Pending,
+        pending_terms: Sequence[str],
+        due_at: datetime | None,
+    ) -> bool:
+        """Keep a turn for the next extraction and record the new schedule; False if it was already kept."""
+        ...
+
+
 class Store(Protocol):
     """Opens transactions."""
 
     def transaction(self) -> AbstractAsyncContextManager[StoreTx]:
         """A unit of work: commits on normal exit, rolls back on an exception."""
+        ...
+
+    def intake(self) -> AbstractAsyncContextManager[IntakeTx]:
+        """A lean unit of work for taking in turns (no events are published from it)."""
         ...
 
 

@@ -10,9 +10,10 @@ from uuid import UUID
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from orrery_dossier.domain import Pending, Section, TurnText, UserOverrides, snapshot_counts
-from orrery_dossier.ports import DossierSummary, ProjectState, Source, TurnTarget, VersionRecord
+from orrery_dossier.ports import DossierSummary, PendingTurn, ProjectState, Source, TurnTarget, VersionRecord
 from orrery_shared.db import Database, Transaction
 from orrery_shared.events import DossierSnapshot, Event
 
@@ -138,102 +139,6 @@ class SqlStoreTx:
 
     async def publish(self, event: Event) -> None:
         await self._tx.publish(event)
-
-    async def resolve_user(self, user_id: UUID) -> UUID:
-        found = await self._session.scalar(
-            sa.select(merged_users.c.to_user_id).where(merged_users.c.from_user_id == user_id)
-        )
-        return found if found is not None else user_id
-
-    async def lock_for_turn(self, project_id: UUID, user_id: UUID, now: datetime) -> TurnTarget:
-        owner = sa.func.coalesce(
-            sa.select(merged_users.c.to_user_id).where(merged_users.c.from_user_id == user_id).scalar_subquery(),
-            user_id,
-        )
-        statement = (
-            insert(dossiers)
-            .values(
-                project_id=project_id,
-                user_id=owner,
-                title="",
-                version=0,
-                snapshot={},
-                overrides={},
-                known_terms=[],
-                pending_count=0,
-                pending_score=0.0,
-                pending_chars=0,
-                pending_terms=[],
-                attempts=0,
-                created_at=now,
-                updated_at=now,
-            )
-            # A no-op update: it takes the row lock that serialises one project's turns across conversations.
-            .on_conflict_do_update(index_elements=[dossiers.c.project_id], set_={"project_id": project_id})
-            .returning(
-                dossiers.c.user_id,
-                dossiers.c.known_terms,
-                dossiers.c.pending_count,
-                dossiers.c.pending_score,
-                dossiers.c.pending_chars,
-                dossiers.c.pending_terms,
-                dossiers.c.oldest_pending_at,
-                dossiers.c.retry_at,
-            )
-        )
-        row = (await self._execute(statement)).one()
-        return TurnTarget(
-            project_id=project_id,
-            owner=row.user_id,
-            known_terms=list(row.known_terms),
-            pending=Pending(row.pending_count, row.pending_score, row.pending_chars, row.oldest_pending_at),
-            pending_terms=list(row.pending_terms),
-            retry_at=row.retry_at,
-        )
-
-    async def add_pending_turn(
-        self,
-        project_id: UUID,
-        turn_id: UUID,
-        conversation_id: UUID,
-        user_text: str,
-        assistant_text: str,
-        score: float,
-        terms: Sequence[str],
-        received_at: datetime,
-    ) -> bool:
-        statement = (
-            insert(pending_turns)
-            .values(
-                project_id=project_id,
-                turn_id=turn_id,
-                conversation_id=conversation_id,
-                user_text=user_text,
-                assistant_text=assistant_text,
-                score=score,
-                terms=list(terms),
-                received_at=received_at,
-            )
-            .on_conflict_do_nothing(index_elements=[pending_turns.c.turn_id])
-            .returning(pending_turns.c.seq)
-        )
-        return (await self._execute(statement)).first() is not None
-
-    async def set_schedule(
-        self, project_id: UUID, pending: Pending, pending_terms: Sequence[str], due_at: datetime | None
-    ) -> None:
-        await self._execute(
-            sa.update(dossiers)
-            .where(dossiers.c.project_id == project_id)
-            .values(
-                pending_count=pending.count,
-                pending_score=pending.score,
-                pending_chars=pending.chars,
-                pending_terms=list(pending_terms),
-                oldest_pending_at=pending.oldest,
-                due_at=due_at,
-            )
-        )
 
     async def claim_due(self, now: datetime, lease_until: datetime, token: UUID) -> ProjectState | None:
         due = (
@@ -491,6 +396,98 @@ class SqlStoreTx:
         return result.rowcount
 
 
+# One statement: the inbox mark and the project's row lock (creating the row, owned by whoever the user was
+# merged into, when the project is new). No row comes back when the event was consumed before.
+_CLAIM_AND_LOCK = sa.text(
+    """
+    WITH claimed AS (
+        INSERT INTO inbox (consumer, event_id) VALUES (:consumer, :event_id)
+        ON CONFLICT DO NOTHING RETURNING event_id
+    )
+    INSERT INTO dossiers (project_id, user_id, created_at, updated_at)
+    SELECT :project_id,
+           COALESCE((SELECT to_user_id FROM merged_users WHERE from_user_id = :user_id), :user_id),
+           :now, :now
+    FROM claimed
+    ON CONFLICT (project_id) DO UPDATE SET project_id = EXCLUDED.project_id
+    RETURNING user_id, known_terms, pending_count, pending_score, pending_chars, pending_terms,
+              oldest_pending_at, retry_at
+    """
+)
+
+# One statement: keep the turn and, only if it was new, record the project's new schedule.
+_STORE_TURN = sa.text(
+    """
+    WITH added AS (
+        INSERT INTO pending_turns
+            (project_id, turn_id, conversation_id, user_text, assistant_text, score, terms, received_at)
+        VALUES (:project_id, :turn_id, :conversation_id, :user_text, :assistant_text, :score, :terms, :received_at)
+        ON CONFLICT (turn_id) DO NOTHING RETURNING seq
+    )
+    UPDATE dossiers
+    SET pending_count = :pending_count, pending_score = :pending_score, pending_chars = :pending_chars,
+        pending_terms = :pending_terms, oldest_pending_at = :oldest_pending_at, due_at = :due_at
+    WHERE project_id = :project_id AND EXISTS (SELECT 1 FROM added)
+    RETURNING project_id
+    """
+).bindparams(sa.bindparam("terms", type_=ARRAY(sa.Text)), sa.bindparam("pending_terms", type_=ARRAY(sa.Text)))
+
+
+class SqlIntakeTx:
+    """The turn intake's statements on a plain connection: two round trips per kept turn."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def claim_and_lock(
+        self, event_id: UUID, consumer: str, project_id: UUID, user_id: UUID, now: datetime
+    ) -> TurnTarget | None:
+        params = {"consumer": consumer, "event_id": event_id, "project_id": project_id, "user_id": user_id, "now": now}
+        row = (await self._conn.execute(_CLAIM_AND_LOCK, params)).first()
+        if row is None:
+            return None
+        return TurnTarget(
+            project_id=project_id,
+            owner=row.user_id,
+            known_terms=list(row.known_terms),
+            pending=Pending(row.pending_count, row.pending_score, row.pending_chars, row.oldest_pending_at),
+            pending_terms=list(row.pending_terms),
+            retry_at=row.retry_at,
+        )
+
+    async def resolve_user(self, user_id: UUID) -> UUID:
+        found = await self._conn.scalar(
+            sa.select(merged_users.c.to_user_id).where(merged_users.c.from_user_id == user_id)
+        )
+        return found if found is not None else user_id
+
+    async def store_turn(
+        self,
+        target: TurnTarget,
+        turn: PendingTurn,
+        pending: Pending,
+        pending_terms: Sequence[str],
+        due_at: datetime | None,
+    ) -> bool:
+        params = {
+            "project_id": target.project_id,
+            "turn_id": turn.turn_id,
+            "conversation_id": turn.conversation_id,
+            "user_text": turn.user_text,
+            "assistant_text": turn.assistant_text,
+            "score": turn.score,
+            "terms": list(turn.terms),
+            "received_at": turn.received_at,
+            "pending_count": pending.count,
+            "pending_score": pending.score,
+            "pending_chars": pending.chars,
+            "pending_terms": list(pending_terms),
+            "oldest_pending_at": pending.oldest,
+            "due_at": due_at,
+        }
+        return (await self._conn.execute(_STORE_TURN, params)).first() is not None
+
+
 class SqlStore:
     """Transactions of the service's database."""
 
@@ -502,3 +499,9 @@ class SqlStore:
         """A unit of work: commits on normal exit, rolls back on an exception."""
         async with self.db.transaction() as tx:
             yield SqlStoreTx(tx)
+
+    @asynccontextmanager
+    async def intake(self) -> AsyncIterator[SqlIntakeTx]:
+        """A plain connection transaction: the hot path skips the ORM session and publishes nothing."""
+        async with self.db.engine.begin() as conn:
+            yield SqlIntakeTx(conn)

@@ -16,7 +16,9 @@ class DossierSettings(DatabaseServiceSettings):
     database_url: str = "postgresql+psycopg://orrery_dossier:orrery_dossier@127.0.0.1:55432/orrery"
     db_schema: str = "dossier"
 
-    consumer_group: str = Field("dossier", min_length=1, description="Kafka consumer group (and inbox name)")
+    consumer_group: str = Field(
+        "dossier", min_length=1, description="Kafka consumer group of the turns; merges use <group>-merges"
+    )
     consumer_concurrency: int = Field(16, ge=1, le=256, description="turns of different conversations in flight")
 
     extract_score: float = Field(20.0, gt=0, description="pending signal that makes a batch worth extracting")

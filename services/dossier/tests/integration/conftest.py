@@ -130,7 +130,10 @@ async def topics(infra: Infra) -> AsyncIterator[Topics]:
     run = uuid4().hex[:8]
     bound = Topics(turns=private_event(ChatTurnCompleted, run), merges=private_event(UserMerged, run))
     names = [bound.turns.TOPIC, bound.merges.TOPIC]
-    specs = [TopicSpec(bound.turns.TOPIC, ChatTurnCompleted.PARTITIONS), TopicSpec(bound.merges.TOPIC, UserMerged.PARTITIONS)]
+    specs = [
+        TopicSpec(bound.turns.TOPIC, ChatTurnCompleted.PARTITIONS),
+        TopicSpec(bound.merges.TOPIC, UserMerged.PARTITIONS),
+    ]
     specs += [TopicSpec(dlq_topic(name), 3) for name in names]
     settings = KafkaSettings(bootstrap_servers=infra.kafka_bootstrap)
     await ensure_topics(settings)
@@ -301,7 +304,8 @@ def start_service(
             **overrides,
         }
         settings = DossierSettings(**values)
-        await start_group_at_end(infra.kafka_bootstrap, group, [topics.turns, topics.merges])
+        await start_group_at_end(infra.kafka_bootstrap, group, [topics.turns])
+        await start_group_at_end(infra.kafka_bootstrap, f"{group}-merges", [topics.merges])
         llm = LLMClient(llm_stub.settings(backoff_base_s=0.01, backoff_max_s=0.05, **(llm_overrides or {})))
         app = create_app(settings, llm=llm, verifier=signer.verifier(), topics=topics)
         updates = UpdatesWatcher(infra.kafka_bootstrap)

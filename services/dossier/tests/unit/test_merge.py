@@ -18,7 +18,7 @@ from orrery_shared.events import DossierCharacter, DossierSnapshot
 def mara(**fields: object) -> DossierCharacter:
     values: dict[str, object] = {"name": "Mara", "description": "A smuggler.", "relationships": ["Sister of Lena"]}
     values.update(fields)
-    return DossierCharacter(**values)  # type: ignore[arg-type]
+    return DossierCharacter(**values)
 
 
 def test_the_same_character_in_other_case_and_spacing_is_merged_not_duplicated() -> None:
