@@ -31,11 +31,13 @@ class Sockets:
 
     def __init__(self) -> None:
         self.sent: list[list[dict[str, Any]]] = []
+        self.routes: list[WebSocketRoute] = []
 
     async def route(self, ws: WebSocketRoute) -> None:
         server = ws.connect_to_server()
         frames: list[dict[str, Any]] = []
         self.sent.append(frames)
+        self.routes.append(ws)
 
         def from_page(message: str | bytes) -> None:
             frames.append(json.loads(message))
@@ -86,3 +88,24 @@ async def test_a_reply_cut_off_by_the_network_completes_exactly_once(
     assert stored["message_id"] == await reply.get_attribute("data-message-id")
     await expect(page.locator("#transcript .msg-assistant")).to_have_count(2)  # the greeting and this reply
     await shoot(page, f"desktop-14-resumed-{case}")
+
+
+async def test_a_socket_the_server_closes_mid_reply_is_reopened_and_the_reply_completes_exactly_once(
+    page: Page, stub: StubControl
+) -> None:
+    sockets = Sockets()
+    await page.route_web_socket("**/ws", sockets.route)
+    await continue_as_guest(page)
+    await spin(page)
+    stub.script(model="orrery-chat", content=REPLY, tokens_per_second=20)
+    reply = await say(page, "Count them again.")
+    await expect(reply.locator(".msg-text")).to_contain_text("star5", timeout=SLOW)
+
+    # As a gateway going away does (the browser stays online: the page retries after a short backoff).
+    await sockets.routes[0].close(code=1001, reason="server shutting down")
+    shown = await finished(reply)
+    assert shown == REPLY
+    [resume] = sockets.of_type("resume")
+    assert len(sockets.sent) == 2 and resume in sockets.sent[1] and resume["after_seq"] > 0
+    stored = (await stored_messages(page, await current_conversation(page)))[-1]
+    assert stored["content"] == shown

@@ -16,6 +16,13 @@ const SPIN_PATIENCE_MS = 120_000;
 const OPEN_WAIT_MS = 10_000;
 const WIDE = window.matchMedia("(min-width: 1180px)");
 const SCREENS = ["signin", "mail", "roulette", "loading", "chat"];
+// Shown when a portrait cannot be loaded: a silhouette under the same neon sky.
+const PORTRAIT_FALLBACK =
+  "data:image/svg+xml," +
+  encodeURIComponent(
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 64 64"><rect width="64" height="64" fill="#151036"/>' +
+      '<circle cx="32" cy="26" r="11" fill="#3d3180"/><path d="M12 64c2-14 10-20 20-20s18 6 20 20z" fill="#3d3180"/></svg>',
+  );
 
 const session = new Session();
 const api = createApi(session);
@@ -173,6 +180,7 @@ function banner(text) {
 
 function showScreen(name, { focus = true } = {}) {
   root.dataset.screen = name;
+  if (name !== "chat") document.title = "Orrery";
   for (const screen of SCREENS) show($(`screen-${screen}`), screen === name);
   syncDossier();
   if (!focus) return;
@@ -491,6 +499,11 @@ function portraitSrc(url) {
   return token ? `${url}${url.includes("?") ? "&" : "?"}access_token=${encodeURIComponent(token)}` : url;
 }
 
+function fallback(event) {
+  const img = event.currentTarget;
+  if (img.src !== PORTRAIT_FALLBACK) img.src = PORTRAIT_FALLBACK;
+}
+
 function renderCharacter(character) {
   const c = character ?? {};
   $("character-name").textContent = c.name || "Someone";
@@ -500,10 +513,11 @@ function renderCharacter(character) {
   const img = $("portrait");
   img.alt = c.name ? `Portrait of ${c.name}` : "";
   img.removeAttribute("src");
-  if (c.portrait_url) img.src = portraitSrc(c.portrait_url);
+  img.src = c.portrait_url ? portraitSrc(c.portrait_url) : PORTRAIT_FALLBACK;
   $("character-personality").textContent = c.personality || "";
   $("character-backstory").textContent = c.backstory || "";
   show($("character-more"), Boolean(c.personality || c.backstory));
+  document.title = c.name ? `${c.name} — Orrery` : "Orrery";
   $("composer-label").textContent = c.name ? `Message ${c.name}` : "Message";
   $("composer-input").placeholder = c.name ? `Say something to ${c.name}…` : "Say something…";
 }
@@ -535,6 +549,8 @@ function openStarted(started, { fresh }) {
   }
   dossier.setProject(current.projectId);
   markCurrent();
+  // A reply still streaming in the conversation left behind finishes there (and is stored); this one is free.
+  setStreaming(null);
   showScreen("chat");
 }
 
@@ -556,6 +572,13 @@ async function openConversation(id, { quiet = false } = {}) {
         time: m.created_at,
         messageId: m.message_id,
       });
+    }
+    // A reply of this conversation still streaming (it was left while it streamed) continues in view.
+    for (const [turnId, turn] of state.turns) {
+      if (turn.conversationId === id && !turn.assembler.finished) {
+        $("transcript").append(turn.bubble);
+        setStreaming(turnId);
+      }
     }
     scrollTranscript(true);
   } catch (error) {
@@ -636,8 +659,13 @@ async function sendMessage(text) {
     reply.dataset.turnId = accepted.turn_id;
     reply.dataset.status = "streaming";
     reply.setAttribute("aria-busy", "true");
-    state.turns.set(accepted.turn_id, { assembler: new ReplyAssembler(accepted.turn_id), bubble: reply, text });
-    setStreaming(accepted.turn_id);
+    state.turns.set(accepted.turn_id, {
+      assembler: new ReplyAssembler(accepted.turn_id),
+      bubble: reply,
+      text,
+      conversationId: current.id,
+    });
+    if (state.current === current) setStreaming(accepted.turn_id);
   } catch (error) {
     reply.remove();
     setStreaming(null);
@@ -819,7 +847,7 @@ function renderConversations() {
     ...state.conversations.map((c) => {
       const title = c.title || "Untitled";
       const name = c.character?.name ?? "Unknown";
-      const img = h("img", { class: "conv-portrait", alt: "", width: 40, height: 40, loading: "lazy" });
+      const img = h("img", { class: "conv-portrait", alt: "", width: 40, height: 40, loading: "lazy", onerror: fallback });
       if (c.character?.portrait_url) img.src = portraitSrc(c.character.portrait_url);
       return h(
         "li",
@@ -923,6 +951,7 @@ function autoGrow() {
 }
 
 function wire() {
+  $("portrait").addEventListener("error", fallback);
   $("signin-form").addEventListener("submit", requestLink);
   $("guest").addEventListener("click", continueAsGuest);
   $("mail-back").addEventListener("click", () => showSignin({ upgrade: state.upgrade }));

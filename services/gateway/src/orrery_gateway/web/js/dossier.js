@@ -322,7 +322,7 @@ export class DossierPanel {
       return;
     }
     draft.snapshot.characters = draft.snapshot.characters.filter((c) => c.name);
-    const payload = { snapshot_json: draft.snapshot, title: draft.title || null };
+    const payload = { snapshot_json: draft.snapshot, title: draft.title };
     const buttons = [...form.querySelectorAll("button")];
     buttons.forEach((b) => {
       b.disabled = true;

@@ -59,11 +59,14 @@ function valid(value) {
 }
 
 function readLocal() {
+  let value;
   try {
-    return valid(JSON.parse(localStorage.getItem(SESSION_KEY) || "null"));
+    value = valid(JSON.parse(localStorage.getItem(SESSION_KEY) || "null"));
   } catch {
     return null;
   }
+  // The sign-in landing page stores the response as it came: it arrived just now.
+  return value && !value.received_at ? { ...value, received_at: Date.now() } : value;
 }
 
 function writeLocal(tokens) {
@@ -114,11 +117,7 @@ export class Session extends EventTarget {
   constructor() {
     super();
     this.data = readLocal();
-    if (this.data && !this.data.received_at) {
-      // Written by the sign-in landing page a moment ago: stamp when it arrived.
-      this.data = { ...this.data, received_at: Date.now() };
-      writeLocal(this.data);
-    }
+    if (this.data && !JSON.parse(localStorage.getItem(SESSION_KEY)).received_at) writeLocal(this.data);
     this.inflight = null;
     this.timer = null;
     this.schedule();
