@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from playwright.async_api import Locator, Page, expect
 
-from tests.browser.client import SLOW, as_user, continue_as_guest, finished, say, shoot, spin
+from tests.browser.client import EXTRACTION_USES, SLOW, as_user, continue_as_guest, finished, say, shoot, spin
 from tests.support.llm_stub import StubControl
 
 pytestmark = pytest.mark.e2e
@@ -35,8 +35,7 @@ def panel(page: Page) -> Locator:
 
 
 async def chat_with_extraction(page: Page, stub: StubControl) -> None:
-    # A few uses, in case a late extraction of an earlier test's turn takes one.
-    stub.script(model="orrery-extraction", content=json.dumps(EXTRACTED), times=3)
+    stub.script(model="orrery-extraction", content=json.dumps(EXTRACTED), times=EXTRACTION_USES)
     await continue_as_guest(page)
     await spin(page)
     await expect(panel(page)).to_contain_text("No dossier yet")
@@ -51,7 +50,7 @@ async def project_of(page: Page) -> str:
 
 
 async def test_the_dossier_appears_when_the_story_is_extracted(page: Page, stub: StubControl) -> None:
-    stub.script(model="orrery-extraction", content=json.dumps(EXTRACTED), times=3)
+    stub.script(model="orrery-extraction", content=json.dumps(EXTRACTED), times=EXTRACTION_USES)
     await continue_as_guest(page)
     await spin(page)
     await expect(panel(page)).to_contain_text("No dossier yet")

@@ -7,7 +7,7 @@ import json
 import pytest
 from playwright.async_api import Page, expect
 
-from tests.browser.client import SLOW, assert_fits, finished, say, shoot, spin
+from tests.browser.client import EXTRACTION_USES, SLOW, assert_fits, finished, say, shoot, spin
 from tests.support.llm_stub import StubControl
 
 pytestmark = pytest.mark.e2e
@@ -48,7 +48,7 @@ async def test_every_screen_fits_a_phone(phone: Page, stub: StubControl) -> None
     stub.script(
         model="orrery-extraction",
         content=json.dumps({"title": "Rings", "themes": ["sound"], "locations": ["the ring docks of Kestrel"]}),
-        times=3,
+        times=EXTRACTION_USES,
     )
     reply = await say(page, f"Captain Rell sails into the ring docks of Kestrel and shouts {LONG_WORD}")
     await finished(reply)
