@@ -222,7 +222,9 @@ async def forward(
         )
     except httpx.HTTPError:
         raise ApiError(503, "unavailable", f"the {upstream.name} service is unreachable") from None
-    if response.status_code >= 500:
+    if response.status_code == 503:
+        pass  # "unavailable" (a model down, say) is the service's own answer: the client should see it
+    elif response.status_code >= 500:
         raise ApiError(502, "upstream_error", f"the {upstream.name} service failed; try again")
     kept = {k: v for k, v in response.headers.items() if k.lower() in PASSED_BACK}
     return Response(response.content, response.status_code, headers=kept)

@@ -1,6 +1,8 @@
 """Composition root of the gateway: the public edge, holding no database — Kafka, Redis and HTTP only."""
 
-from fastapi import FastAPI
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI, Request, Response
 from fastapi.staticfiles import StaticFiles
 
 from orrery_gateway import api, landing, ws
@@ -14,6 +16,21 @@ from orrery_gateway.upstream import Upstreams
 from orrery_shared.auth import JwtVerifier, install_verifier
 from orrery_shared.runtime import Runtime
 from orrery_shared.service import build_app
+
+WEB_CSP = "default-src 'self'; img-src 'self' data:; connect-src 'self'; style-src 'self'; frame-ancestors 'none'"
+
+# Paths with headers of their own (the sign-in landing page carries its inline script) or no page at all.
+NOT_THE_WEB_CLIENT = (
+    "/api/",
+    "/auth/",
+    "/docs",
+    "/redoc",
+    "/openapi.json",
+    "/.well-known/",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+)
 
 DESCRIPTION = (
     "The public edge of Orrery: REST under `/api`, server-sent events at `/api/chat/stream`, and the "
@@ -52,4 +69,15 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     app.state.drain = drain
     app.mount("/", StaticFiles(directory=settings.web_dir, html=True), name="web")
+
+    @app.middleware("http")
+    async def page_security(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        response = await call_next(request)
+        if not request.url.path.startswith(NOT_THE_WEB_CLIENT):
+            # The web client loads nothing from elsewhere and has no inline script.
+            response.headers.setdefault("Content-Security-Policy", WEB_CSP)
+            response.headers.setdefault("X-Content-Type-Options", "nosniff")
+            response.headers.setdefault("Referrer-Policy", "same-origin")
+        return response
+
     return app
