@@ -220,6 +220,8 @@ async def forward(
         response = await upstream.client.request(
             request.method, path, params=params, headers=headers, content=bytes(body)
         )
+    except httpx.InvalidURL:
+        raise ApiError(400, "bad_request", "the path cannot be passed on") from None
     except httpx.HTTPError:
         raise ApiError(503, "unavailable", f"the {upstream.name} service is unreachable") from None
     if response.status_code == 503:
@@ -237,11 +239,14 @@ def _forwarded_for(request: Request) -> dict[str, str]:
 
 
 METHODS = ["GET", "POST", "PUT", "DELETE"]
+AUTH_ACTIONS = {"magic-link", "verify", "guest", "refresh", "logout"}
 
 
 @router.api_route("/api/auth/{rest:path}", methods=["POST"], tags=["auth"])
 async def auth_api(request: Request, rest: str, gw: GatewayDep) -> Response:
     """Sign-in: magic-link, verify, guest, refresh, logout (see the auth service's documentation)."""
+    if rest not in AUTH_ACTIONS:
+        raise ApiError(404, "not_found", f"no such sign-in action {rest!r}")
     return await forward(request, gw.upstreams.auth, f"/auth/{rest}", _forwarded_for(request))
 
 
