@@ -287,11 +287,11 @@ class Infra:
     topics: Topics
 
 
-def service_settings(infra: Infra, group: str, **overrides: Any) -> DossierSettings:
+def service_settings(infra: Infra, prefix: str, **overrides: Any) -> DossierSettings:
     return DossierSettings(
         database_url=infra.db_url,
         db_schema=infra.schema,
-        consumer_group=group,
+        consumer_group_prefix=prefix,
         consumer_concurrency=CONCURRENCY,
         kafka=infra.kafka,
         poll_seconds=0.05,
@@ -307,9 +307,10 @@ def stub_llm(infra: Infra) -> LLMClient:
 
 
 async def extraction_calls(infra: Infra) -> dict[str, float]:
-    group = "bench-dossier-" + uuid.uuid4().hex[:8]
+    prefix = "bench-dossier-" + uuid.uuid4().hex[:8]
+    group = f"{prefix}.turns"
     app = create_app(
-        service_settings(infra, group), llm=stub_llm(infra), verifier=JwtVerifier.from_settings(), topics=infra.topics
+        service_settings(infra, prefix), llm=stub_llm(infra), verifier=JwtVerifier.from_settings(), topics=infra.topics
     )
     producer = make_broker(infra.kafka, "bench-dossier")
     engine = create_async_engine(infra.db_url, connect_args={"options": f"-csearch_path={infra.schema}"})
@@ -425,16 +426,16 @@ async def absorption(infra: Infra) -> tuple[float, float, int]:
         async with engine.begin() as conn:
             await conn.execute(sa.text("TRUNCATE dossiers, pending_turns, inbox CASCADE"))
         await engine.dispose()
-        group = "bench-dossier-" + uuid.uuid4().hex[:8]
+        prefix = "bench-dossier-" + uuid.uuid4().hex[:8]
         never = {"extract_score": 1e12, "max_pending_turns": 10**9, "max_wait_seconds": 1e9, "extraction_workers": 0}
         app = create_app(
-            service_settings(infra, group, db_pool_size=20, **never),
+            service_settings(infra, prefix, db_pool_size=20, **never),
             llm=stub_llm(infra),
             verifier=JwtVerifier.from_settings(),
             topics=infra.topics,
         )
         lifespan = app.router.lifespan_context(app)
-        return await rate(lifespan.__aenter__, lambda: lifespan.__aexit__(None, None, None), group)
+        return await rate(lifespan.__aenter__, lambda: lifespan.__aexit__(None, None, None), f"{prefix}.turns")
 
     # Best of alternating rounds: the machine may be busy with other work for part of a round.
     baselines, dossiers = [], []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -22,6 +24,8 @@ from orrery_shared.llm import LLMClient, LLMConfigError
 from orrery_shared.runtime import Runtime
 from orrery_shared.service import build_app
 
+RELAY_STOP_SECONDS = 2.0
+
 
 class DossierRuntime(Runtime):
     """The shared runtime plus the extraction workers, started after the broker and stopped before it."""
@@ -37,6 +41,13 @@ class DossierRuntime(Runtime):
     async def stop(self) -> None:
         if self.workers is not None:
             await self.workers.stop()
+        if self.relay is not None:
+            # The relay waits with asyncio.wait_for, which on Python 3.11 swallows a cancel arriving together
+            # with a wake-up (a commit just before shutdown), and its stop() would then wait forever. Bounding
+            # the first stop cancels it again; the runtime's own stop below then finds it finished.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(RELAY_STOP_SECONDS):
+                    await self.relay.stop()
         await super().stop()
         for close in self.closers:
             await close()
@@ -80,14 +91,14 @@ def create_app(
     retry = RetryPolicy(settings.lease_seconds, settings.retry_base_seconds, settings.retry_max_seconds)
     runner = ExtractionRunner(store, extractor, policy, limits, retry)
     workers = ExtractionWorkers(runner, settings.extraction_workers, settings.poll_seconds)
-    intake = TurnIntake(store, policy, limits, settings.consumer_group, on_due=workers.wake)
-    merges = UserMerges(store, settings.consumer_group)
+    intake = TurnIntake(store, policy, limits, settings.turns_group, on_due=workers.wake)
+    merges = UserMerges(store, settings.merges_group)
 
     subscribe(
-        runtime.broker, topics.turns, settings.consumer_group, intake.handle, concurrency=settings.consumer_concurrency
+        runtime.broker, topics.turns, settings.turns_group, intake.handle, concurrency=settings.consumer_concurrency
     )
-    # A group of its own: joining the turns' group would make every start-up rebalance the turn consumers too.
-    subscribe(runtime.broker, topics.merges, f"{settings.consumer_group}-merges", merges.handle)
+    # A group of its own: sharing the turns' group would make every start-up rebalance the turn consumers too.
+    subscribe(runtime.broker, topics.merges, settings.merges_group, merges.handle)
     runtime.workers = workers
     runtime.closers = [llm.aclose, verifier.aclose]
 

@@ -16,8 +16,8 @@ class DossierSettings(DatabaseServiceSettings):
     database_url: str = "postgresql+psycopg://orrery_dossier:orrery_dossier@127.0.0.1:55432/orrery"
     db_schema: str = "dossier"
 
-    consumer_group: str = Field(
-        "dossier", min_length=1, description="Kafka consumer group of the turns; merges use <group>-merges"
+    consumer_group_prefix: str = Field(
+        "dossier", pattern=r"^[A-Za-z0-9._-]+$", description="consumer groups <prefix>.turns and <prefix>.merges"
     )
     consumer_concurrency: int = Field(16, ge=1, le=256, description="turns of different conversations in flight")
 
@@ -46,6 +46,16 @@ class DossierSettings(DatabaseServiceSettings):
         if self.retry_max_seconds < self.retry_base_seconds:
             raise ValueError("retry_max_seconds must be at least retry_base_seconds")
         return self
+
+    @property
+    def turns_group(self) -> str:
+        """Consumer group (and inbox name) of chat.turn-completed.v1."""
+        return f"{self.consumer_group_prefix}.turns"
+
+    @property
+    def merges_group(self) -> str:
+        """Consumer group (and inbox name) of auth.user-merged.v1."""
+        return f"{self.consumer_group_prefix}.merges"
 
     def policy(self) -> SchedulePolicy:
         """The smart-update rule these settings describe."""

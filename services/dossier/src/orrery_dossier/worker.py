@@ -50,5 +50,7 @@ class ExtractionWorkers:
             except Exception:
                 # The database may be down; the turns are safe in it, so wait and look again.
                 log.exception("extraction loop failed; retrying after the poll interval")
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancel that coincides with a wake-up.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), self.poll_seconds)
+                async with asyncio.timeout(self.poll_seconds):
+                    await wake.wait()

@@ -290,12 +290,12 @@ def start_service(
 
     @asynccontextmanager
     async def run(llm_overrides: dict[str, Any] | None = None, **overrides: Any) -> AsyncIterator[Service]:
-        group = "dossier-test-" + uuid4().hex[:10]
+        prefix = "dossier-test-" + uuid4().hex[:10]
         values: dict[str, Any] = {
             "database_url": url,
             "db_schema": schema,
             "db_pool_size": 5,
-            "consumer_group": group,
+            "consumer_group_prefix": prefix,
             "kafka": KafkaSettings(bootstrap_servers=infra.kafka_bootstrap),
             "poll_seconds": 0.2,
             "max_wait_seconds": 3_600,
@@ -304,8 +304,8 @@ def start_service(
             **overrides,
         }
         settings = DossierSettings(**values)
-        await start_group_at_end(infra.kafka_bootstrap, group, [topics.turns])
-        await start_group_at_end(infra.kafka_bootstrap, f"{group}-merges", [topics.merges])
+        await start_group_at_end(infra.kafka_bootstrap, settings.turns_group, [topics.turns])
+        await start_group_at_end(infra.kafka_bootstrap, settings.merges_group, [topics.merges])
         llm = LLMClient(llm_stub.settings(backoff_base_s=0.01, backoff_max_s=0.05, **(llm_overrides or {})))
         app = create_app(settings, llm=llm, verifier=signer.verifier(), topics=topics)
         updates = UpdatesWatcher(infra.kafka_bootstrap)
