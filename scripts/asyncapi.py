@@ -91,7 +91,7 @@ INTERFACES: dict[str, Interface] = {
     "dossier": Interface(
         "The dossier service extracts story dossiers from completed turns and publishes each new version.",
         publishes=(DossierUpdated,),
-        consumes=(Consumes(ChatTurnCompleted, "dossier"), Consumes(UserMerged, "dossier-merges")),
+        consumes=(Consumes(ChatTurnCompleted, "dossier.turns"), Consumes(UserMerged, "dossier.merges")),
     ),
 }
 
