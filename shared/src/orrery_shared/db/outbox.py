@@ -70,8 +70,11 @@ class OutboxRelay:
                 continue
             if sent == self.batch_size:
                 continue  # more may be waiting
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel that arrives together
+            # with a wake-up, and the relay would then never stop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                async with asyncio.timeout(self.poll_interval):
+                    await self._wake.wait()
 
     async def relay_once(self) -> int:
         """Publish one batch in id order; returns how many rows were relayed."""
@@ -102,7 +105,8 @@ class OutboxRelay:
                         no_confirm=True,
                     )
                 )
-            await asyncio.wait_for(asyncio.gather(*pending), self.publish_timeout)
+            async with asyncio.timeout(self.publish_timeout):
+                await asyncio.gather(*pending)
             # By id, not a range: a lower id may belong to a transaction that has not committed yet.
             await conn.execute(sa.delete(outbox).where(outbox.c.id.in_([row.id for row in rows])))
         for row in rows:
