@@ -4,22 +4,29 @@
 source "$(dirname "$0")/common.sh"
 apt_install postgresql
 PGBIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
-DATA="$STATE/postgres/data"
+PGDIR="$STATE/postgres"
 AS=()
-# The server refuses to run as root; run it as the packaged `postgres` user when we are root.
-if [ "$(id -u)" -eq 0 ]; then AS=(runuser -u postgres --); fi
+# The server refuses to run as root; run it as the packaged `postgres` user when we are root. That user
+# may not be able to reach a checkout under a private home: then the data lives in /var/tmp instead.
+if [ "$(id -u)" -eq 0 ]; then
+  AS=(runuser -u postgres -- env -C /)
+  if ! runuser -u postgres -- test -x "$STATE"; then
+    PGDIR="/var/tmp/orrery-postgres-$(printf '%s' "$STATE" | md5sum | cut -c1-12)"
+  fi
+fi
+DATA="$PGDIR/data"
 
 start() {
   if port_open "$PG_PORT"; then log "postgres already up on $PG_PORT"; else
-    mkdir -p "$STATE/postgres"
-    [ "$(id -u)" -eq 0 ] && chown postgres "$STATE/postgres"
+    mkdir -p "$PGDIR"
+    [ "$(id -u)" -eq 0 ] && chown postgres "$PGDIR"
     if [ ! -s "$DATA/PG_VERSION" ]; then
       log "initialising postgres data dir"
       "${AS[@]}" "$PGBIN/initdb" -D "$DATA" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
       cat >>"$DATA/postgresql.conf" <<CONF
 listen_addresses = '127.0.0.1'
 port = $PG_PORT
-unix_socket_directories = '$STATE/postgres'
+unix_socket_directories = '$PGDIR'
 max_connections = 300
 shared_buffers = 128MB
 fsync = on
@@ -34,7 +41,7 @@ host  all all      127.0.0.1/32 scram-sha-256
 HBA
     fi
     log "starting postgres on $PG_PORT"
-    "${AS[@]}" "$PGBIN/pg_ctl" -D "$DATA" -l "$STATE/postgres/server.log" -w -t 60 start >/dev/null
+    "${AS[@]}" "$PGBIN/pg_ctl" -D "$DATA" -l "$PGDIR/server.log" -w -t 60 start >/dev/null
   fi
   provision
 }
