@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -31,31 +28,9 @@ from orrery_shared.kafka import make_broker, publish_event, subscribe
 from orrery_shared.llm.tokens import estimate_tokens
 from orrery_shared.settings import KafkaSettings, RedisSettings
 from tests.support.kafka_groups import seed_groups_at_end
+from tests.support.processes import free_port, start_module, stop
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start(module: str, env: dict[str, str], ready: str, log: str) -> subprocess.Popen[bytes]:
-    out = open(ROOT / ".orrery" / log, "wb")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", module], env=env, stdout=out, stderr=out)
-    deadline = time.monotonic() + 60
-    while True:
-        if proc.poll() is not None:
-            raise SystemExit(f"{module} exited; see .orrery/{log}")
-        try:
-            if httpx.get(ready, timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{module} not ready; see .orrery/{log}")
-        time.sleep(0.2)
 
 
 def pct(samples: list[float], q: float) -> float:
@@ -241,7 +216,7 @@ def main() -> None:
     logging.basicConfig(level=logging.ERROR)  # the baseline consumer may meet old poison messages: not news here
     stub_port, chat_port = free_port(), free_port()
     base_env = {**os.environ}
-    stub = start(
+    stub = start_module(
         "orrery_llm_stub",
         {
             **base_env,
@@ -277,13 +252,12 @@ def main() -> None:
         "ORRERY_LLM_ROUTES__CHAT": '["stub/orrery-chat"]',
         "ORRERY_LLM_ROUTES__SUMMARY": '["stub/orrery-summary"]',
     }
-    chat = start("orrery_chat", chat_env, f"http://127.0.0.1:{chat_port}/readyz", "bench-chat.log")
+    chat = start_module("orrery_chat", chat_env, f"http://127.0.0.1:{chat_port}/readyz", "bench-chat.log")
     try:
         asyncio.run(asyncio.wait_for(run(stub_url), 300))
     finally:
         for proc in (chat, stub):
-            proc.terminate()
-            proc.wait(20)
+            stop(proc)
 
 
 if __name__ == "__main__":

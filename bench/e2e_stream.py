@@ -12,7 +12,6 @@ gateway process (tokens are signed here and trusted through a static JWKS, so au
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import os
@@ -25,7 +24,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import httpx
 import openai
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -34,7 +32,7 @@ from orrery_shared.kafka import ensure_topics
 from orrery_shared.settings import KafkaSettings
 from tests.support.kafka_control import DisposableKafka
 from tests.support.kafka_groups import seed_groups_at_end
-from tests.support.platform import free_port
+from tests.support.processes import free_port, start_module, stop
 from tests.support.tokens import TokenMinter
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,21 +44,6 @@ IDLE_SOCKETS = int(os.environ.get("BENCH_IDLE_SOCKETS", "10000"))
 def pct(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
-
-
-def start(module: str, env: dict[str, str], ready: str, log: str) -> subprocess.Popen[bytes]:
-    out = open(ROOT / ".orrery" / log, "wb")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", module], env=env, stdout=out, stderr=out, cwd=ROOT)
-    deadline = time.monotonic() + 90
-    while True:
-        if proc.poll() is not None:
-            raise SystemExit(f"{module} exited; see .orrery/{log}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(ready, timeout=1).status_code == 200:
-                return proc
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{module} not ready; see .orrery/{log}")
-        time.sleep(0.2)
 
 
 def rss_kib(pid: int) -> int:
@@ -127,22 +110,24 @@ class Platform:
             "ORRERY_GATEWAY_LOG_LEVEL": "WARNING",
             "ORRERY_CHARACTER_GEN_LOG_LEVEL": "WARNING",
         }
-        self.procs.append(start("orrery_llm_stub", env, f"{self.stub_url}/models", "bench-e2e-stub.log"))
+        self.procs.append(start_module("orrery_llm_stub", env, f"{self.stub_url}/models", "bench-e2e-stub.log"))
         for svc in ("chat", "character_gen"):
             subprocess.run([sys.executable, "-m", f"orrery_{svc}", "migrate"], env=env, check=True, capture_output=True)
-        self.procs.append(start("orrery_chat", env, f"http://127.0.0.1:{chat_port}/readyz", "bench-e2e-chat.log"))
         self.procs.append(
-            start("orrery_character_gen", env, f"http://127.0.0.1:{characters_port}/readyz", "bench-e2e-chars.log")
+            start_module("orrery_chat", env, f"http://127.0.0.1:{chat_port}/readyz", "bench-e2e-chat.log")
         )
         self.procs.append(
-            start("orrery_gateway", env, f"http://127.0.0.1:{self.gateway_port}/readyz", "bench-e2e-gateway.log")
+            start_module(
+                "orrery_character_gen", env, f"http://127.0.0.1:{characters_port}/readyz", "bench-e2e-chars.log"
+            )
+        )
+        self.procs.append(
+            start_module("orrery_gateway", env, f"http://127.0.0.1:{self.gateway_port}/readyz", "bench-e2e-gateway.log")
         )
 
     def down(self) -> None:
         for proc in reversed(self.procs):
-            proc.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(30)
+            stop(proc)
         self.kafka.stop()
         self.kafka.wipe()
 

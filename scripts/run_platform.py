@@ -97,8 +97,6 @@ async def main() -> int:
     procs: dict[str, asyncio.subprocess.Process] = {}
     pumps = []
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    if llm_stub_needed():
-        env.setdefault("ORRERY_LLM_OFFLINE", "1")
     if os.environ.get("ORRERY_ENV", "dev") != "prod":
         env.setdefault("ORRERY_AUTH_SMTP_HOST", "127.0.0.1")
         env.setdefault("ORRERY_AUTH_SMTP_PORT", "2525")

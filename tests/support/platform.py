@@ -7,19 +7,18 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import httpx
 import pytest
 
 from orrery_shared.kafka import ensure_topics
 from orrery_shared.settings import KafkaSettings
 from tests.support.infra import ROOT, Infra
 from tests.support.kafka_control import DisposableKafka
+from tests.support.processes import free_port, start_module, stop
 
 E2E_KAFKA_PORT, E2E_KAFKA_CONTROLLER_PORT = 39092, 39093
 
@@ -37,12 +36,6 @@ def port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.2)
         return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -99,22 +92,9 @@ def extra_gateway(kafka: str, extra_env: dict[str, str] | None = None) -> Iterat
     """A second gateway process beside the platform's (sharing only Kafka and Redis with it)."""
     port = free_port()
     env = platform_env(kafka, {"ORRERY_GATEWAY_PORT": str(port), **(extra_env or {})})
-    log = open(ROOT / ".orrery" / f"gateway-{port}.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "orrery_gateway"], cwd=ROOT, env=env, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
+    proc = start_module("orrery_gateway", env, f"{url}/readyz", f"gateway-{port}.log")
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, f"gateway exited; see {log.name}"
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, f"gateway not ready; see {log.name}"
-            time.sleep(0.2)
         yield url
     finally:
-        proc.terminate()
-        proc.wait(30)
-        log.close()
+        stop(proc)

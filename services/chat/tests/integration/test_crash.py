@@ -9,10 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from uuid import uuid4
@@ -22,43 +19,27 @@ import pytest
 
 from orrery_shared.events import ChatTurnCompleted
 from services.chat.tests.integration.harness import client_for, deltas, fresh_groups, llm_env, migrate
-from tests.support.infra import ROOT, Infra
+from tests.support.infra import Infra
 from tests.support.kafka_spy import spying
 from tests.support.llm_stub import StubControl
+from tests.support.processes import free_port, start_module, stop
 from tests.support.tokens import TokenMinter
 
 pytestmark = pytest.mark.integration
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def chat_process(env: dict[str, str], port: int) -> Iterator[subprocess.Popen[bytes]]:
-    log = open(ROOT / ".orrery" / f"chat-crash-test-{port}.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "orrery_chat"], env={**env, "ORRERY_CHAT_PORT": str(port)}, stdout=log, stderr=log
+    proc = start_module(
+        "orrery_chat",
+        {**env, "ORRERY_CHAT_PORT": str(port)},
+        f"http://127.0.0.1:{port}/readyz",
+        f"chat-crash-{port}.log",
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, f"chat exited early; see {log.name}"
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, f"chat not ready; see {log.name}"
-            time.sleep(0.2)
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(20)
-        log.close()
+        stop(proc)
 
 
 async def test_a_turn_interrupted_by_a_crash_is_restarted_and_stored_once(
@@ -77,7 +58,7 @@ async def test_a_turn_interrupted_by_a_crash_is_restarted_and_stored_once(
     llm_stub.script(model="orrery-chat", content=reply, tokens_per_second=30, times=2)
 
     async with client_for(infra) as client, spying(infra.kafka_bootstrap, ChatTurnCompleted) as spy:
-        with chat_process(env, _free_port()) as first:
+        with chat_process(env, free_port()) as first:
             persona = await client.introduce()
             conversation = uuid4()
             turn = await client.send(conversation, persona.character_id, "Sing me the long song.")
@@ -88,7 +69,7 @@ async def test_a_turn_interrupted_by_a_crash_is_restarted_and_stored_once(
         before_restart = await client.entries(turn.turn_id)
         assert before_restart[-1]["type"] == "delta"
 
-        port = _free_port()
+        port = free_port()
         with chat_process(env, port):
             entries = await client.until_final(turn.turn_id, timeout=90)
             completed = await spy.wait_for(ChatTurnCompleted, lambda e: e.turn_id == turn.turn_id)

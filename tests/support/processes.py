@@ -1,0 +1,49 @@
+"""Starting a service as its own process and waiting until it answers, for tests and benchmarks."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+
+from tests.support.infra import ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_module(
+    module: str, env: dict[str, str], ready_url: str, log: str, timeout: float = 90
+) -> subprocess.Popen[bytes]:
+    """`python -m module`, its output in `.orrery/<log>`; returns once `ready_url` answers 200."""
+    out = open(ROOT / ".orrery" / log, "wb")  # noqa: SIM115 - the process writes it for its whole life
+    proc = subprocess.Popen([sys.executable, "-m", module], env=env, stdout=out, stderr=out, cwd=ROOT)
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{module} exited with {proc.returncode}; see .orrery/{log}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(ready_url, timeout=1).status_code == 200:
+                return proc
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"{module} not ready within {timeout}s; see .orrery/{log}")
+        time.sleep(0.2)
+
+
+def stop(proc: subprocess.Popen[bytes], grace: float = 30) -> None:
+    """SIGTERM, then SIGKILL after `grace` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
