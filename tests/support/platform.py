@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -38,10 +39,25 @@ def port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+SCHEMA_OWNERS = ("orrery_auth", "orrery_character_gen", "orrery_chat", "orrery_dossier")
+
+
 @pytest.fixture(scope="session")
-def platform_kafka(infra: Infra) -> Iterator[str]:
+def platform_schemas(infra: Infra) -> None:
+    """Every service's schema at its newest migration, as `make run` leaves it before starting the platform: on
+    a fresh machine nothing else has created the tables the platform's services use."""
+    for module in SCHEMA_OWNERS:
+        done = subprocess.run(
+            [sys.executable, "-m", module, "migrate"], cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, f"{module} migrate failed:\n{done.stdout}{done.stderr}"
+
+
+@pytest.fixture(scope="session")
+def platform_kafka(infra: Infra, platform_schemas: None) -> Iterator[str]:
     """An empty broker for the platform under test, so its services' consumer groups (named as in production,
-    reading from the start) see only what these tests publish. Only one platform runs at a time (fixed ports)."""
+    reading from the start) see only what these tests publish. Only one platform runs at a time (fixed ports).
+    The platform's database schemas are migrated first."""
     kafka = DisposableKafka("kafka-e2e", E2E_KAFKA_PORT, E2E_KAFKA_CONTROLLER_PORT)
     kafka.stop()
     kafka.wipe()
