@@ -1,4 +1,5 @@
-"""JSON logs on stdout, one object per line, carrying the service name and the current correlation id."""
+"""JSON logs on stdout, one object per line, carrying the service name, the current correlation id and, while
+tracing, the trace and span ids of the current span."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
+
+from orrery_shared import telemetry
 
 correlation_id: ContextVar[str | None] = ContextVar("correlation_id", default=None)
 
@@ -34,6 +37,9 @@ class JsonFormatter(logging.Formatter):
         cid = correlation_id.get()
         if cid:
             entry["correlation_id"] = cid
+        ids = telemetry.current_ids()
+        if ids:
+            entry["trace_id"], entry["span_id"] = ids
         for key, value in record.__dict__.items():
             if key not in _RESERVED and not key.startswith("_"):
                 entry[key] = value

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+import sys
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,13 +19,31 @@ from orrery_shared.http import install_error_handlers
 from orrery_shared.logging import configure_logging
 from orrery_shared.runtime import Runtime
 from orrery_shared.settings import DatabaseServiceSettings, ServiceSettings
+from orrery_shared.telemetry import TelemetryConfigError, configure_tracing, shutdown_tracing
 
 S = TypeVar("S", bound=ServiceSettings)
 
 
+UNTRACED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def _untraced(scope: MutableMapping[str, object]) -> bool:
+    # Probes and scrapes would drown the traces that matter. A WebSocket lives as long as the client stays, so a
+    # span per connection would hold every turn it carries in one endless trace: each turn starts its own.
+    return scope["type"] == "websocket" or scope.get("path") in UNTRACED_PATHS
+
+
 def build_app(runtime: Runtime, title: str, routers: Sequence[APIRouter] = ()) -> FastAPI:
-    """A FastAPI app with health endpoints, JSON errors, and the runtime started in its lifespan."""
-    app = FastAPI(title=title, lifespan=runtime.lifespan)
+    """A FastAPI app with health endpoints, JSON errors, and the runtime started in its lifespan.
+
+    FastAPI's own OpenTelemetry support adds an HTTP server span per request once tracing is configured
+    (`orrery_shared.telemetry`), and stays idle otherwise; its finer per-dependency spans are left off.
+    """
+    app = FastAPI(
+        title=title,
+        lifespan=runtime.lifespan,
+        telemetry={"operation_spans": False, "exclude": _untraced},
+    )
     install_error_handlers(app)
     app.include_router(health_router(runtime.checks()))
     for router in routers:
@@ -69,6 +88,11 @@ def run_cli(
         print(f"{service}: schema {settings.db_schema} is at head")
         return
     configure_logging(service, settings.log_level)
+    try:
+        configure_tracing(service)
+    except TelemetryConfigError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     app = create_app(settings)
     config = uvicorn.Config(
         app,
@@ -83,4 +107,7 @@ def run_cli(
     )
     drain = getattr(app.state, "drain", None)
     server = _DrainingServer(config, drain) if drain else uvicorn.Server(config)
-    server.run()
+    try:
+        server.run()
+    finally:
+        shutdown_tracing()  # exports the spans still buffered

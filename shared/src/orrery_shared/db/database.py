@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from orrery_shared import telemetry
 from orrery_shared.db.tables import inbox, outbox
 from orrery_shared.events import Event
 from orrery_shared.kafka.broker import event_headers
@@ -35,13 +36,17 @@ class Transaction:
 
     async def publish(self, event: Event) -> None:
         """Record `event` in the outbox; it reaches Kafka only if this transaction commits."""
+        key = event.partition_key()
+        # The trace context is taken now and stored with the row, so the relay's publish continues this trace.
+        with telemetry.producing(event.TOPIC, "create", key, str(event.event_id)) as trace_context:
+            headers = event_headers(event, trace_context)
         await self.session.execute(
             outbox.insert().values(
                 event_id=event.event_id,
                 topic=event.TOPIC,
-                key=event.partition_key(),
+                key=key,
                 payload=event.model_dump_json(),
-                headers=event_headers(event),
+                headers=headers,
             )
         )
         self.published.append(event)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 from faststream.kafka import KafkaBroker
 
+from orrery_shared import telemetry
 from orrery_shared.events import Event
 from orrery_shared.settings import KafkaSettings
 
@@ -27,7 +29,7 @@ def make_broker(settings: KafkaSettings, service: str) -> KafkaBroker:
     )
 
 
-def event_headers(event: Event, extra: dict[str, str] | None = None) -> dict[str, str]:
+def event_headers(event: Event, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """Kafka headers beside the body: the type and correlation for routing and tracing without parsing."""
     headers = {"content-type": CONTENT_TYPE, "x-event-type": event.type, "x-event-id": str(event.event_id)}
     if event.correlation_id:
@@ -43,12 +45,14 @@ def encode(event: Event) -> bytes:
 
 async def publish_event(broker: KafkaBroker, event: Event, headers: dict[str, str] | None = None) -> None:
     """Publish one event straight to its topic (services with a database go through the outbox instead)."""
-    await broker.publish(
-        encode(event),
-        event.TOPIC,
-        key=event.partition_key().encode(),
-        headers=event_headers(event, headers),
-    )
+    key = event.partition_key()
+    with telemetry.producing(event.TOPIC, "publish", key, str(event.event_id)) as trace_context:
+        await broker.publish(
+            encode(event),
+            event.TOPIC,
+            key=key.encode(),
+            headers=event_headers(event, {**trace_context, **headers} if headers else trace_context),
+        )
 
 
 def header_dict(raw: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...] | None) -> dict[str, str]:

@@ -22,6 +22,7 @@ from faststream.kafka.message import KafkaAckableMessage
 from faststream.message import StreamMessage
 from pydantic import ValidationError
 
+from orrery_shared import telemetry
 from orrery_shared.events import Event, dlq_topic
 from orrery_shared.kafka.broker import event_headers
 from orrery_shared.kafka.lanes import KeyedLanes
@@ -126,6 +127,18 @@ def subscribe(
 
     async def process(body: bytes, message: KafkaAckableMessage, wait_out_outages: bool) -> str:
         """Validate and handle one message; returns its outcome. Raises a transient error only if asked to."""
+        if not telemetry.enabled():
+            return await handle(body, message, wait_out_outages)
+        # The span is ours, not FastStream's KafkaTelemetryMiddleware: that one ends its span when the
+        # subscriber function returns, which with keyed concurrency is before the handler has even started,
+        # and on publish it replaces the trace context an outbox row carries with the relay's own.
+        with telemetry.consuming(topic, group_id, _record(message)) as span:
+            outcome = await handle(body, message, wait_out_outages)
+            if outcome != "ok":
+                telemetry.failed(span, f"dead-lettered: {outcome}")
+            return outcome
+
+    async def handle(body: bytes, message: KafkaAckableMessage, wait_out_outages: bool) -> str:
         try:
             event = event_type.model_validate_json(body)
         except ValidationError as error:
