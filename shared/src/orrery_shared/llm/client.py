@@ -13,8 +13,7 @@ from typing import Any, Generic, Self, TypeVar, cast
 
 import httpx2
 import openai
-from openai import AsyncOpenAI, AsyncStream, DefaultAsyncHttpx2Client, Timeout
-from openai.types.chat import ChatCompletionChunk
+from openai import AsyncOpenAI, DefaultAsyncHttpx2Client, Timeout
 from openai.types.chat.completion_create_params import ResponseFormat
 from pydantic import BaseModel, ValidationError
 
@@ -31,6 +30,7 @@ from orrery_shared.llm.errors import (
 from orrery_shared.llm.messages import ChatMessage
 from orrery_shared.llm.retry import BackoffPolicy, RetryBudget, parse_retry_after, retry_delay
 from orrery_shared.llm.settings import LLMSettings, ProviderProfile, RouteEntry, load_llm_settings
+from orrery_shared.llm.sse import STREAMED_BODY_HEADERS, ChunkStream, chunk_text, chunk_usage
 from orrery_shared.llm.structured import (
     describe_errors,
     parse_reply,
@@ -113,17 +113,15 @@ class _ChunkState:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
 
-    def absorb(self, chunk: ChatCompletionChunk) -> str:
+    def absorb(self, chunk: dict[str, Any]) -> str:
         """Take one chunk; return its text (possibly empty)."""
-        if chunk.usage is not None:
-            self.prompt_tokens = chunk.usage.prompt_tokens
-            self.completion_tokens = chunk.usage.completion_tokens
-        if not chunk.choices:
-            return ""
-        choice = chunk.choices[0]
-        if choice.finish_reason is not None:
-            self.finish_reason = choice.finish_reason
-        return choice.delta.content or ""
+        usage = chunk_usage(chunk)
+        if usage is not None:
+            self.prompt_tokens, self.completion_tokens = usage
+        text, finish_reason = chunk_text(chunk)
+        if finish_reason is not None:
+            self.finish_reason = finish_reason
+        return text
 
 
 @dataclass
@@ -131,8 +129,8 @@ class _OpenStream:
     """A stream that has produced its first text (or finished without any)."""
 
     entry: RouteEntry
-    stream: AsyncStream[ChatCompletionChunk]
-    chunks: AsyncIterator[ChatCompletionChunk]
+    stream: ChunkStream
+    chunks: AsyncIterator[dict[str, Any]]
     first_text: str
     state: _ChunkState
     total_deadline: float
@@ -436,27 +434,40 @@ class LLMClient:
     ) -> _OpenStream:
         """Start a streamed request and read up to its first text, so failures so far can be retried."""
         client = self.openai_client(entry.provider)
-        kwargs = opts.request_kwargs(profile)
+        body: dict[str, Any] = {"model": entry.model, "messages": messages, "stream": True}
+        headers = dict(STREAMED_BODY_HEADERS)
+        for key, value in opts.request_kwargs(profile).items():
+            if key == "extra_body":
+                body.update(value)
+            elif key == "extra_headers":
+                headers.update(value)
+            else:
+                body[key] = value
         if profile.supports_stream_usage:
-            kwargs["stream_options"] = {"include_usage": True}
+            body["stream_options"] = {"include_usage": True}
         loop = asyncio.get_running_loop()
         started = loop.time()
-        stream: AsyncStream[ChatCompletionChunk] | None = None
+        stream: ChunkStream | None = None
         state = _ChunkState()
         try:
             async with asyncio.timeout_at(started + profile.first_token_timeout_s):
-                stream = await client.chat.completions.create(
-                    model=entry.model,
-                    messages=cast(Any, messages),
-                    stream=True,
-                    # An idle gap as long as the first-token allowance means the stream has stalled.
-                    timeout=Timeout(
-                        profile.total_timeout_s,
-                        connect=profile.connect_timeout_s,
-                        read=profile.first_token_timeout_s,
-                    ),
-                    **kwargs,
+                # The SDK sends the request (auth, headers, error statuses as its exceptions); the body is
+                # read as plain chunks (orrery_shared.llm.sse says why).
+                response = await client.post(
+                    "/chat/completions",
+                    cast_to=httpx2.Response,
+                    body=body,
+                    options={
+                        "headers": headers,
+                        # An idle gap as long as the first-token allowance means the stream has stalled.
+                        "timeout": Timeout(
+                            profile.total_timeout_s,
+                            connect=profile.connect_timeout_s,
+                            read=profile.first_token_timeout_s,
+                        ),
+                    },
                 )
+                stream = ChunkStream(response)
                 chunks = stream.__aiter__()
                 async for chunk in chunks:
                     text = state.absorb(chunk)
@@ -525,7 +536,7 @@ class LLMClient:
             log.exception("usage sink failed")
 
 
-async def _close(stream: AsyncStream[ChatCompletionChunk] | None) -> None:
+async def _close(stream: ChunkStream | None) -> None:
     if stream is not None:
         try:
             await stream.close()
