@@ -7,6 +7,7 @@ from uuid import UUID, uuid4
 
 from orrery_gateway import turns
 from orrery_gateway.context import Gateway
+from orrery_shared import telemetry
 from orrery_shared.auth import Principal
 from orrery_shared.events import CharacterRequested, ChatTurnRequested, TraitOverrides
 from orrery_shared.http import ApiError
@@ -73,37 +74,45 @@ async def new_conversation(
 async def submit_turn(
     gw: Gateway, principal: Principal, conversation: KnownConversation, content: str, client_msg_id: str | None
 ) -> Submitted:
-    """Publish `chat.turn-requested.v1`; the reply arrives on the Redis stream `turn:{turn_id}`."""
-    text = checked_content(gw, content)
-    await rate_limited(gw, "messages", principal.user_id)
-    turn_id = uuid4()
-    await turns.claim(gw.redis, turn_id, principal.user_id)
-    event = ChatTurnRequested(
-        correlation_id=str(turn_id),
-        turn_id=turn_id,
-        conversation_id=conversation.conversation_id,
-        user_id=principal.user_id,
-        character_id=conversation.character_id,
-        project_id=conversation.project_id,
-        content=text,
-        client_msg_id=client_msg_id,
-    )
-    await publish_or_503(gw, event)
-    return Submitted(turn_id, conversation)
+    """Publish `chat.turn-requested.v1`; the reply arrives on the Redis stream `turn:{turn_id}`.
+
+    The turn's trace starts here (under the HTTP request's span for REST and SSE) and follows the command
+    through chat and its LLM call.
+    """
+    with telemetry.span("chat.turn submit", {"orrery.conversation_id": str(conversation.conversation_id)}) as span:
+        text = checked_content(gw, content)
+        await rate_limited(gw, "messages", principal.user_id)
+        turn_id = uuid4()
+        span.set_attribute("orrery.turn_id", str(turn_id))
+        await turns.claim(gw.redis, turn_id, principal.user_id)
+        event = ChatTurnRequested(
+            correlation_id=str(turn_id),
+            turn_id=turn_id,
+            conversation_id=conversation.conversation_id,
+            user_id=principal.user_id,
+            character_id=conversation.character_id,
+            project_id=conversation.project_id,
+            content=text,
+            client_msg_id=client_msg_id,
+        )
+        await publish_or_503(gw, event)
+        return Submitted(turn_id, conversation)
 
 
 async def submit_spin(gw: Gateway, principal: Principal, traits: TraitOverrides | None) -> UUID:
     """Publish `character.requested.v1`; `character.ready` or `character.failed` follows as a notification."""
-    await rate_limited(gw, "spins", principal.user_id)
-    request_id = uuid4()
-    event = CharacterRequested(
-        correlation_id=str(request_id),
-        request_id=request_id,
-        user_id=principal.user_id,
-        traits=traits or TraitOverrides(),
-    )
-    await publish_or_503(gw, event)
-    return request_id
+    with telemetry.span("character.spin submit") as span:
+        await rate_limited(gw, "spins", principal.user_id)
+        request_id = uuid4()
+        span.set_attribute("orrery.request_id", str(request_id))
+        event = CharacterRequested(
+            correlation_id=str(request_id),
+            request_id=request_id,
+            user_id=principal.user_id,
+            traits=traits or TraitOverrides(),
+        )
+        await publish_or_503(gw, event)
+        return request_id
 
 
 async def publish_or_503(gw: Gateway, event: ChatTurnRequested | CharacterRequested) -> None:
