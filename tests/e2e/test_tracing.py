@@ -229,6 +229,20 @@ async def test_a_chat_turn_is_one_trace_from_the_gateway_through_kafka_to_chat_a
     assert {s.service for s in spans} >= {"gateway", "chat"}
 
 
+async def test_a_sign_in_through_the_gateway_is_one_trace_with_auth(receiver: OtlpReceiver, platform: str) -> None:
+    await guest()
+
+    def sign_in(spans: list[ReceivedSpan]) -> list[ReceivedSpan]:
+        return [s for s in spans if s.service == "auth" and s.name == "auth.user-registered.v1 create"]
+
+    wait_for_spans(receiver, sign_in, "auth's outbox span of the guest")
+    chains = [
+        [(s.service, s.name) for s in ancestors(span, receiver.snapshot())] for span in sign_in(receiver.snapshot())
+    ]
+    # FastAPI's server spans, joined across the gateway's forwarding call by the traceparent it adds.
+    assert [("auth", "POST /auth/guest"), ("gateway", "POST /api/auth/{rest}")] in chains
+
+
 async def test_chat_metrics_show_the_time_to_first_token_of_the_turn(stub: StubControl) -> None:
     token = await guest()
     async with socket(token) as ws:

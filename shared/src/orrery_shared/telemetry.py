@@ -14,7 +14,7 @@ from __future__ import annotations
 import atexit
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -180,6 +180,12 @@ def _producing(tracer: Tracer, topic: str, operation: str, key: str, message_id:
         headers: dict[str, str] = {}
         _PROPAGATOR.inject(headers)
         yield headers
+
+
+def inject(headers: MutableMapping[str, str]) -> None:
+    """Add the current trace context to outgoing headers (an HTTP request's, say); nothing while off."""
+    if _tracer is not None:
+        _PROPAGATOR.inject(headers)
 
 
 def consuming(topic: str, group_id: str, record: Any) -> AbstractContextManager[Span]:

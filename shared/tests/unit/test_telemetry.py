@@ -152,3 +152,15 @@ def test_the_resource_names_the_service_unless_the_environment_does(monkeypatch:
     finally:
         telemetry.shutdown_tracing()
     assert not telemetry.enabled()
+
+
+def test_outgoing_http_headers_carry_the_current_span_only_while_tracing(spans: InMemorySpanExporter) -> None:
+    headers: dict[str, str] = {}
+    with telemetry.span("serving") as span:
+        telemetry.inject(headers)
+    assert headers[telemetry.TRACEPARENT].split("-")[2] == format(span.get_span_context().span_id, "016x")
+    telemetry.install(None)
+    untouched: dict[str, str] = {}
+    with telemetry.span("serving"):
+        telemetry.inject(untouched)
+    assert untouched == {}

@@ -7,6 +7,7 @@ from uuid import UUID
 
 import httpx
 
+from orrery_shared import telemetry
 from orrery_shared.http import ApiError
 
 # Headers that describe one hop, not the message: never forwarded either way.
@@ -34,6 +35,8 @@ class Upstream:
             base_url=base_url,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 3.0)),
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            # The services' HTTP spans then join the trace of the request the gateway is serving.
+            event_hooks={"request": [_propagate]} if telemetry.enabled() else None,
         )
 
     async def get_json(self, path: str, authorization: str, params: dict[str, Any] | None = None) -> Any:
@@ -50,6 +53,10 @@ class Upstream:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+
+async def _propagate(request: httpx.Request) -> None:
+    telemetry.inject(request.headers)
 
 
 def _mapped(name: str, response: httpx.Response) -> ApiError:
