@@ -7,7 +7,7 @@ from orrery_chat.domain import MemoryPolicy
 from orrery_chat.handlers import ChatDeps, handle_turn, project_character, reown_after_merge
 from orrery_chat.settings import ChatSettings, load
 from orrery_shared.auth import JwtVerifier, install_verifier
-from orrery_shared.db import idempotent
+from orrery_shared.db import Transaction, idempotent
 from orrery_shared.events import CharacterCreated, ChatTurnRequested, UserMerged
 from orrery_shared.kafka import subscribe
 from orrery_shared.llm import LLMClient
@@ -43,7 +43,12 @@ def create_app(settings: ChatSettings | None = None) -> FastAPI:
     subscribe(runtime.broker, ChatTurnRequested, f"{group}.turns", on_turn, concurrency=settings.turn_concurrency)
     projection = idempotent(runtime.database, f"{group}.characters", project_character)
     subscribe(runtime.broker, CharacterCreated, f"{group}.characters", projection)
-    merges = idempotent(runtime.database, f"{group}.merges", reown_after_merge)
+
+    async def on_merge(event: UserMerged, tx: Transaction) -> None:
+        await reown_after_merge(event, tx)
+        deps.personas.clear()  # characters changed owners
+
+    merges = idempotent(runtime.database, f"{group}.merges", on_merge)
     subscribe(runtime.broker, UserMerged, f"{group}.merges", merges)
     runtime.on_stop(llm.aclose)
     runtime.on_stop(deps.drain)

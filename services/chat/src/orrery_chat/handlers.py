@@ -35,6 +35,7 @@ from orrery_chat.domain import (
     summary_request,
     title_from,
 )
+from orrery_chat.personas import PersonaCache
 from orrery_chat.streams import TokenStream
 from orrery_shared.db import Database, Transaction
 from orrery_shared.events import (
@@ -69,6 +70,7 @@ class ChatDeps:
     turn_expiry_s: float = 600.0
     stream_active_ttl: int = 3600
     stream_finished_ttl: int = 300
+    personas: PersonaCache = field(default_factory=PersonaCache)
     background: set[asyncio.Task[None]] = field(default_factory=set)
     memory_locks: weakref.WeakValueDictionary[UUID, asyncio.Lock] = field(default_factory=weakref.WeakValueDictionary)
 
@@ -143,26 +145,27 @@ async def _begin_with_patience(event: ChatTurnRequested, deps: ChatDeps) -> Turn
     while True:
         try:
             async with deps.db.transaction() as tx:
-                return await begin_turn(tx, event)
+                return await begin_turn(tx, event, deps.personas)
         except CharacterUnknown:
             if time.monotonic() >= deadline:
                 raise
             await asyncio.sleep(0.2)
 
 
-async def begin_turn(tx: Transaction, event: ChatTurnRequested) -> TurnContext | FinishedTurn:
+async def begin_turn(
+    tx: Transaction, event: ChatTurnRequested, personas: PersonaCache | None = None
+) -> TurnContext | FinishedTurn:
     """Record the user's message and the turn (first delivery), or find out how far an earlier delivery got."""
     session = tx.session
-    turn = await repo.turn_for_update(session, event.turn_id)
+    locked = await repo.conversation_and_turn_for_update(session, event.conversation_id, event.turn_id)
+    # No conversation yet means no turn of it either (deleting a conversation deletes its turns).
+    conversation, turn = locked if locked is not None else (None, None)
     if turn is not None and turn.status != "processing":
         return FinishedTurn(turn.status, turn.assistant_message_id, turn.failure)
-    conversation = await repo.conversation_for_update(session, event.conversation_id)
     if conversation is not None and conversation.user_id != event.user_id:
         raise ConversationNotFound(event.conversation_id)
     character_id = conversation.character_id if conversation is not None else event.character_id
-    persona = await repo.persona(session, character_id)
-    if persona is None or not persona.visible_to(event.user_id):
-        raise CharacterUnknown(character_id)
+    persona = await _visible_persona(tx, character_id, event.user_id, personas or PersonaCache(0))
     if conversation is None:
         await repo.create_conversation(
             session,
@@ -204,6 +207,17 @@ async def begin_turn(tx: Transaction, event: ChatTurnRequested) -> TurnContext |
     # The reply answers this turn's message: later messages (none, normally) stay out of its prompt.
     history = [m for m in history if m.seq <= user_message.seq]
     return TurnContext(event, conversation.project_id, persona, memory, history, user_message, redelivered)
+
+
+async def _visible_persona(tx: Transaction, character_id: UUID, user_id: UUID, personas: PersonaCache) -> Persona:
+    cached = personas.get(character_id)
+    if cached is not None and cached.visible_to(user_id):
+        return cached
+    persona = await repo.persona(tx.session, character_id)
+    if persona is None or not persona.visible_to(user_id):
+        raise CharacterUnknown(character_id)
+    personas.put(persona)
+    return persona
 
 
 async def _generate(ctx: TurnContext, deps: ChatDeps, stream: TokenStream) -> None:
@@ -255,7 +269,6 @@ def _estimated_usage(messages: list[dict[str, str]], text: str, count: TokenCoun
 async def _complete(ctx: TurnContext, deps: ChatDeps, text: str, status: str, usage: TokenUsage) -> StoredMessage:
     event = ctx.event
     async with deps.db.transaction() as tx:
-        await repo.conversation_for_update(tx.session, event.conversation_id)
         assistant = await repo.append_message(
             tx.session,
             message_id=uuid4(),
@@ -323,6 +336,10 @@ def _failed(event: ChatTurnRequested, reason: str, retryable: bool) -> ChatTurnF
 
 async def update_memory(ctx: TurnContext, assistant: StoredMessage, deps: ChatDeps) -> None:
     """Fold the oldest messages into the rolling summary once the recent window outgrows its budget."""
+    recent = [m for m in [*ctx.history, assistant] if m.seq > ctx.memory.upto_seq]
+    if not messages_to_fold(recent, ctx.memory, deps.policy, deps.count):
+        # Nothing to fold even by the memory this turn started from; a newer one leaves even less.
+        return
     lock = deps.memory_locks.setdefault(ctx.event.conversation_id, asyncio.Lock())
     async with lock:  # one fold at a time per conversation, each starting from the latest summary
         await _fold(ctx, assistant, deps)

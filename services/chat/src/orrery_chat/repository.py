@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import sqlalchemy as sa
@@ -66,6 +66,40 @@ async def conversation_for_update(session: AsyncSession, conversation_id: UUID) 
     return (await session.execute(query)).first()
 
 
+class StartedTurn(NamedTuple):
+    """How far an earlier delivery of a turn got."""
+
+    status: str
+    user_message_id: UUID
+    assistant_message_id: UUID | None
+    failure: str | None
+
+
+async def conversation_and_turn_for_update(
+    session: AsyncSession, conversation_id: UUID, turn_id: UUID
+) -> tuple[Any, StartedTurn | None] | None:
+    """The conversation, locked, and the turn if an earlier delivery started it, in one round trip (None when
+    the conversation does not exist yet). A turn's row only changes under its conversation's lock."""
+    query = (
+        sa.select(
+            conversations,
+            turns.c.status.label("turn_status"),
+            turns.c.user_message_id.label("turn_user_message_id"),
+            turns.c.assistant_message_id.label("turn_assistant_message_id"),
+            turns.c.failure.label("turn_failure"),
+        )
+        .select_from(conversations.outerjoin(turns, turns.c.turn_id == turn_id))
+        .where(conversations.c.conversation_id == conversation_id)
+        .with_for_update(of=conversations)
+    )
+    row = (await session.execute(query)).first()
+    if row is None:
+        return None
+    if row.turn_status is None:
+        return row, None
+    return row, StartedTurn(row.turn_status, row.turn_user_message_id, row.turn_assistant_message_id, row.turn_failure)
+
+
 async def conversation_of(session: AsyncSession, conversation_id: UUID, user_id: UUID) -> Any:
     query = sa.select(conversations).where(
         conversations.c.conversation_id == conversation_id, conversations.c.user_id == user_id
@@ -101,37 +135,41 @@ async def append_message(
     completion_tokens: int | None = None,
     model: str | None = None,
 ) -> StoredMessage:
-    """Add a message at the end of the conversation (the conversation row must be locked by the caller)."""
+    """Add a message at the end of the conversation, in one round trip: the conversation's row update takes its
+    lock and hands out the next seq, the message is inserted with it."""
     bumped = (
-        await session.execute(
-            conversations.update()
-            .where(conversations.c.conversation_id == conversation_id)
-            .values(
-                last_seq=conversations.c.last_seq + 1,
-                message_count=conversations.c.message_count + 1,
-                last_message_at=sa.func.now(),
-                status="active",
-            )
-            .returning(conversations.c.last_seq, conversations.c.last_message_at)
+        conversations.update()
+        .where(conversations.c.conversation_id == conversation_id)
+        .values(
+            last_seq=conversations.c.last_seq + 1,
+            message_count=conversations.c.message_count + 1,
+            last_message_at=sa.func.now(),
+            status="active",
         )
-    ).one()
-    await session.execute(
-        messages.insert().values(
-            message_id=message_id,
-            conversation_id=conversation_id,
-            seq=bumped.last_seq,
-            role=role,
-            content=content,
-            status=status,
-            turn_id=turn_id,
-            client_msg_id=client_msg_id,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            model=model,
-            created_at=bumped.last_message_at,
-        )
+        .returning(conversations.c.last_seq, conversations.c.last_message_at)
+        .cte("bumped")
     )
-    return StoredMessage(message_id, bumped.last_seq, role, content, status, bumped.last_message_at)  # type: ignore[arg-type]
+    values = {
+        "message_id": sa.literal(message_id, sa.Uuid),
+        "conversation_id": sa.literal(conversation_id, sa.Uuid),
+        "seq": bumped.c.last_seq,
+        "role": sa.literal(role, sa.Text),
+        "content": sa.literal(content, sa.Text),
+        "status": sa.literal(status, sa.Text),
+        "turn_id": sa.literal(turn_id, sa.Uuid),
+        "client_msg_id": sa.literal(client_msg_id, sa.Text),
+        "prompt_tokens": sa.literal(prompt_tokens, sa.Integer),
+        "completion_tokens": sa.literal(completion_tokens, sa.Integer),
+        "model": sa.literal(model, sa.Text),
+        "created_at": bumped.c.last_message_at,
+    }
+    insert = (
+        messages.insert()
+        .from_select(list(values), sa.select(*values.values()))
+        .returning(messages.c.seq, messages.c.created_at)
+    )
+    added = (await session.execute(insert)).one()
+    return StoredMessage(message_id, added.seq, role, content, status, added.created_at)  # type: ignore[arg-type]
 
 
 def _stored(row: Any) -> StoredMessage:
@@ -151,10 +189,6 @@ async def messages_after(session: AsyncSession, conversation_id: UUID, after_seq
 async def message(session: AsyncSession, message_id: UUID) -> StoredMessage | None:
     row = (await session.execute(sa.select(messages).where(messages.c.message_id == message_id))).first()
     return _stored(row) if row else None
-
-
-async def turn_for_update(session: AsyncSession, turn_id: UUID) -> Any:
-    return (await session.execute(sa.select(turns).where(turns.c.turn_id == turn_id).with_for_update())).first()
 
 
 async def start_turn(session: AsyncSession, turn_id: UUID, conversation_id: UUID, user_message_id: UUID) -> None:

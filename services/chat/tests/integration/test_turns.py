@@ -10,7 +10,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from orrery_shared.events import ChatTurnCompleted, ChatTurnFailed
+from orrery_shared.events import ChatTurnCompleted, ChatTurnFailed, UserMerged
+from orrery_shared.kafka import publish_event
 from services.chat.tests.integration.harness import Client, deltas
 from tests.support.infra import Infra
 from tests.support.kafka_spy import spying
@@ -195,3 +196,28 @@ async def test_a_turn_that_waited_too_long_fails_as_expired_without_calling_the_
     ]
     listed = await http.get(f"/conversations/{conversation}/messages", headers=token_minter.headers(client.user_id))
     assert listed.json()["messages"][-1]["content"] == "Still there?"
+
+
+async def test_after_a_guest_becomes_an_account_the_account_continues_with_the_guests_private_character(
+    chat: App, client: Client, llm_stub: StubControl, token_minter: TokenMinter
+) -> None:
+    _, http = chat
+    guest, account = client.user_id, uuid4()
+    persona = await client.introduce(owner=guest)  # a spun character is private to its spinner
+    conversation = uuid4()
+    first = await client.send(conversation, persona.character_id, "Remember me?")
+    assert (await client.until_final(first.turn_id))[-1]["type"] == "done"  # the persona is now known (cached)
+
+    await publish_event(client.broker, UserMerged(from_user_id=guest, to_user_id=account))
+    deadline = asyncio.get_running_loop().time() + 15
+    while (await http.get(f"/conversations/{conversation}", headers=token_minter.headers(account))).status_code != 200:
+        assert asyncio.get_running_loop().time() < deadline, "the conversation never moved to the account"
+        await asyncio.sleep(0.1)
+
+    llm_stub.script(model="orrery-chat", content="Of course I remember you.")
+    again = await client.send(conversation, persona.character_id, "It's me, signed in now.", user_id=account)
+    entries = await client.until_final(again.turn_id)
+    assert entries[-1]["type"] == "done", entries[-1]
+    assert deltas(entries) == "Of course I remember you."
+    stale = await client.send(conversation, persona.character_id, "Still the guest?", user_id=guest)
+    assert (await client.until_final(stale.turn_id))[-1]["reason"] == "not_found"
