@@ -103,6 +103,11 @@ EVENT_HEADERS: dict[str, Any] = {
         "x-event-type": {"type": "string", "description": "the event type, equal to the topic"},
         "x-event-id": {"type": "string", "format": "uuid", "description": "the body's event_id"},
         "x-correlation-id": {"type": "string", "description": "the body's correlation_id, when it has one"},
+        "traceparent": {
+            "type": "string",
+            "description": "W3C Trace Context of the span that published or wrote the event, while tracing is on",
+        },
+        "tracestate": {"type": "string", "description": "W3C Trace Context vendor state, when there is any"},
     },
     "required": ["content-type", "x-event-type", "x-event-id"],
 }
