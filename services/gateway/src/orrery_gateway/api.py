@@ -111,7 +111,7 @@ async def chat_stream(request: Request, body: ChatIn, gw: GatewayDep, principal:
 
     async def frames() -> AsyncIterator[bytes]:
         try:
-            async for frame in turns.relay(gw.redis, submitted.turn_id, 0, gw.settings.turn_timeout_seconds):
+            async for frame in gw.streams.follow(submitted.turn_id, 0, gw.settings.turn_timeout_seconds):
                 if frame["type"] == "delta":
                     yield _sse({"type": "text", "content": frame["text"]})
                 elif frame["type"] == "turn.restart":
@@ -142,7 +142,7 @@ async def chat(request: Request, body: ChatIn, gw: GatewayDep, principal: Caller
     submitted = await _submit(request, gw, principal, body)
     parts: list[str] = []
     try:
-        async for frame in turns.relay(gw.redis, submitted.turn_id, 0, gw.settings.turn_timeout_seconds):
+        async for frame in gw.streams.follow(submitted.turn_id, 0, gw.settings.turn_timeout_seconds):
             if frame["type"] == "delta":
                 parts.append(frame["text"])
             elif frame["type"] == "turn.restart":

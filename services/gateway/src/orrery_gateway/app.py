@@ -7,6 +7,7 @@ from fastapi.staticfiles import StaticFiles
 
 from orrery_gateway import api, landing, ws
 from orrery_gateway.context import Gateway
+from orrery_gateway.fanin import TurnStreams
 from orrery_gateway.hub import Hub
 from orrery_gateway.limits import RateLimiter
 from orrery_gateway.notifications import NotificationListener
@@ -52,7 +53,16 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         settings.upstream_timeout_seconds,
     )
     hub = Hub()
-    gateway = Gateway(settings, runtime.broker, runtime.redis, verifier, upstreams, hub, RateLimiter(runtime.redis))
+    streams = TurnStreams(runtime.redis)
+    gateway = Gateway(
+        settings, runtime.broker, runtime.redis, verifier, upstreams, hub, RateLimiter(runtime.redis), streams
+    )
+
+    async def start_streams() -> None:
+        streams.start()
+
+    runtime.on_start(start_streams)
+    runtime.on_stop(streams.stop)
     listener = NotificationListener(settings.kafka.bootstrap_servers, hub)
     runtime.on_start(listener.start)
     runtime.on_stop(listener.stop)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from faststream.kafka import KafkaBroker
 from redis.asyncio import Redis
 
+from orrery_gateway.fanin import TurnStreams
 from orrery_gateway.hub import Hub
 from orrery_gateway.limits import Limit, RateLimiter
 from orrery_gateway.settings import GatewaySettings
@@ -23,6 +24,7 @@ class Gateway:
     upstreams: Upstreams
     hub: Hub
     limiter: RateLimiter
+    streams: TurnStreams
 
     @property
     def message_limit(self) -> Limit:

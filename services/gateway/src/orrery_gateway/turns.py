@@ -1,16 +1,15 @@
-"""The gateway's side of the token path: who owns a turn, cancel flags, and relaying `turn:{turn_id}`."""
+"""The gateway's side of the token path: who owns a turn, cancel flags, and the frames of `turn:{turn_id}`'s entries
+(read by orrery_gateway.fanin)."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator
 from typing import Any
 from uuid import UUID
 
 from redis.asyncio import Redis
 
 OWNER_TTL_SECONDS = 3600
-BLOCK_MS = 2000  # below the Redis client's socket timeout
+FINAL_TYPES = ("turn.done", "turn.failed")
 
 
 class TurnSilent(Exception):
@@ -58,30 +57,3 @@ def frame(turn_id: UUID, fields: dict[bytes, bytes]) -> dict[str, Any]:
         "reason": fields.get(b"reason", b"failed").decode(),
         "retryable": fields.get(b"retryable", b"1") == b"1",
     }
-
-
-async def relay(
-    redis: Redis, turn_id: UUID, after_seq: int = 0, silence_s: float = 120.0
-) -> AsyncIterator[dict[str, Any]]:
-    """Frames of the turn after `after_seq`, as they arrive, until `turn.done` or `turn.failed`.
-
-    Reading starts at the stream's beginning, so a reader started before the turn was even published misses
-    nothing, and one resuming after `after_seq` gets exactly what follows.
-    """
-    key, last_id = f"turn:{turn_id}", "0-0"
-    heard = time.monotonic()
-    while True:
-        batches: Any = await redis.xread({key: last_id}, block=BLOCK_MS, count=500)
-        if not batches:
-            if time.monotonic() - heard > silence_s:
-                raise TurnSilent(turn_id)
-            continue
-        heard = time.monotonic()
-        for entry_id, fields in batches[0][1]:
-            last_id = entry_id
-            if int(fields[b"seq"]) <= after_seq:
-                continue
-            out = frame(turn_id, fields)
-            yield out
-            if out["type"] in ("turn.done", "turn.failed"):
-                return

@@ -209,7 +209,7 @@ class Session:
         connection = self.connection
         connection.relaying.add(turn_id)
         try:
-            async for frame in turns.relay(self.gw.redis, turn_id, after_seq, self.gw.settings.turn_timeout_seconds):
+            async for frame in self.gw.streams.follow(turn_id, after_seq, self.gw.settings.turn_timeout_seconds):
                 if not await connection.send(frame):
                     return  # the client left; it may resume elsewhere with after_seq
         except turns.TurnSilent:

@@ -1,0 +1,117 @@
+"""The gateway's one reader of every relayed turn stream, against the real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+from uuid import UUID, uuid4
+
+import pytest
+from redis.asyncio import Redis
+
+from orrery_gateway.fanin import TurnStreams
+from orrery_gateway.turns import TurnSilent
+from tests.support.infra import Infra
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def redis(infra: Infra) -> AsyncIterator[Redis]:
+    client = Redis.from_url(infra.redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def streams(redis: Redis) -> AsyncIterator[TurnStreams]:
+    fan_in = TurnStreams(redis, block_ms=500)
+    fan_in.start()
+    yield fan_in
+    await fan_in.stop()
+
+
+async def write(redis: Redis, turn_id: UUID, *entries: dict[str, Any]) -> None:
+    for entry in entries:
+        await redis.xadd(f"turn:{turn_id}", entry)
+
+
+def reply(words: list[str], message_id: UUID) -> list[dict[str, Any]]:
+    deltas = [{"seq": n, "type": "delta", "text": w} for n, w in enumerate(words, start=1)]
+    return [*deltas, {"seq": len(words) + 1, "type": "done", "message_id": str(message_id), "status": "complete"}]
+
+
+async def collect(frames: AsyncIterator[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [frame async for frame in frames]
+
+
+async def test_many_concurrent_turns_each_get_exactly_their_own_frames_in_order(
+    redis: Redis, streams: TurnStreams
+) -> None:
+    turn_ids = [uuid4() for _ in range(50)]
+    followers = [asyncio.create_task(collect(streams.follow(t, silence_s=10))) for t in turn_ids]
+    await asyncio.sleep(0.05)
+    for round_ in range(5):  # interleaved writes, as concurrent replies arrive
+        for n, turn_id in enumerate(turn_ids):
+            await write(redis, turn_id, {"seq": round_ + 1, "type": "delta", "text": f"{n}:{round_} "})
+    for turn_id in turn_ids:
+        await write(redis, turn_id, {"seq": 6, "type": "done", "message_id": str(turn_id), "status": "complete"})
+    results = await asyncio.wait_for(asyncio.gather(*followers), 10)
+    for n, (turn_id, frames) in enumerate(zip(turn_ids, results, strict=True)):
+        assert [f["seq"] for f in frames] == [1, 2, 3, 4, 5, 6]
+        assert "".join(f["text"] for f in frames[:-1]) == "".join(f"{n}:{r} " for r in range(5))
+        assert frames[-1] == {
+            "type": "turn.done",
+            "turn_id": str(turn_id),
+            "seq": 6,
+            "message_id": str(turn_id),
+            "status": "complete",
+        }
+    assert streams.following() == 0  # finished followers leave
+
+
+async def test_a_follower_started_after_the_reply_gets_it_all_and_a_resume_only_what_follows(
+    redis: Redis, streams: TurnStreams
+) -> None:
+    turn_id, message_id = uuid4(), uuid4()
+    await write(redis, turn_id, *reply(["Mind ", "the ", "spores."], message_id))
+    whole = await asyncio.wait_for(collect(streams.follow(turn_id)), 5)
+    assert "".join(f.get("text", "") for f in whole) == "Mind the spores." and whole[-1]["type"] == "turn.done"
+    resumed = await asyncio.wait_for(collect(streams.follow(turn_id, after_seq=2)), 5)
+    assert [f["seq"] for f in resumed] == [3, 4]
+
+
+async def test_a_second_follower_joining_mid_stream_reads_from_the_start_without_disturbing_the_first(
+    redis: Redis, streams: TurnStreams
+) -> None:
+    turn_id = uuid4()
+    first = asyncio.create_task(collect(streams.follow(turn_id, silence_s=10)))
+    await write(redis, turn_id, {"seq": 1, "type": "delta", "text": "a"}, {"seq": 2, "type": "delta", "text": "b"})
+    await asyncio.sleep(0.1)
+    second = asyncio.create_task(collect(streams.follow(turn_id, after_seq=1, silence_s=10)))
+    await asyncio.sleep(0.1)
+    await write(redis, turn_id, {"seq": 3, "type": "delta", "text": "c"})
+    await write(redis, turn_id, {"seq": 4, "type": "error", "reason": "cut short", "retryable": 1})
+    one, two = await asyncio.wait_for(asyncio.gather(first, second), 5)
+    assert [f["seq"] for f in one] == [1, 2, 3, 4] and one[-1]["type"] == "turn.failed"
+    assert [f["seq"] for f in two] == [2, 3, 4]
+
+
+async def test_a_new_follower_is_served_at_once_even_while_the_reader_is_blocked(redis: Redis, infra: Infra) -> None:
+    slow = TurnStreams(redis, block_ms=60_000)  # longer than this test: only the wake can end a read
+    slow.start()
+    try:
+        await asyncio.sleep(0.2)  # the reader is now blocked on nothing but its wake stream
+        turn_id = uuid4()
+        await write(redis, turn_id, *reply(["now"], uuid4()))
+        frames = await asyncio.wait_for(collect(slow.follow(turn_id)), 2)
+        assert frames[0]["text"] == "now"
+    finally:
+        await slow.stop()
+
+
+async def test_a_turn_that_stays_silent_ends_with_turn_silent(streams: TurnStreams) -> None:
+    with pytest.raises(TurnSilent):
+        await collect(streams.follow(uuid4(), silence_s=0.3))
+    assert streams.following() == 0
