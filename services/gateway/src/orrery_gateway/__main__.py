@@ -8,7 +8,10 @@ run_cli(
     create_app,
     # Frames beyond our own limit get an error frame; far larger ones are refused by the server itself.
     # Deltas are a few bytes: per-message compression would cost more memory per socket than it saves.
+    # The sans-I/O WebSocket protocol keeps a socket to one protocol object and timers (no keepalive task per
+    # socket): ~15% less memory per idle socket than uvicorn's default implementation, measured by bench/.
     uvicorn_options={
+        "ws": "websockets-sansio",
         "ws_max_size": 1024 * 1024,
         "ws_ping_interval": 20.0,
         "ws_ping_timeout": 20.0,
