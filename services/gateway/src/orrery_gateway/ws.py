@@ -140,6 +140,11 @@ class Session:
             if refused.code == "rate_limited" and refused.headers:
                 extra["retry_after"] = int(refused.headers["Retry-After"])
             await self.send(error(refused.code, refused.message, **extra))
+        except Exception:
+            # A dependency failed (Redis, Kafka, a service): this request fails, the socket and its other
+            # replies carry on, and the client hears a plain error it may retry.
+            log.exception("frame failed", extra={"type": data["type"], "user_id": str(self.principal.user_id)})
+            await self.send(error("unavailable", "the request could not be handled right now; try again"))
 
     async def dispatch(self, frame: object) -> None:
         if isinstance(frame, Ping):
