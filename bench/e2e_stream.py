@@ -151,12 +151,24 @@ async def character(platform: Platform, token: str) -> str:
     return character_id
 
 
-async def timed_turn(ws: ClientConnection, character_id: str, text: str) -> tuple[float, list[float]]:
-    """Send one message on a fresh conversation; returns the time to the first delta and the gaps after it."""
+async def start_conversation(ws: ClientConnection, character_id: str) -> str:
     await ws.send(json.dumps({"type": "start_conversation", "character_id": character_id}))
     started = (await frames_until(ws, "conversation.started", "error"))[-1]
+    if started["type"] != "conversation.started":
+        raise RuntimeError(f"start_conversation refused: {started}")
+    conversation_id: str = started["conversation_id"]
+    return conversation_id
+
+
+async def timed_turn(ws: ClientConnection, character_id: str, text: str) -> tuple[float, list[float]]:
+    """Send one message on a fresh conversation; returns the time to the first delta and the gaps after it."""
+    return await timed_message(ws, await start_conversation(ws, character_id), text)
+
+
+async def timed_message(ws: ClientConnection, conversation_id: str, text: str) -> tuple[float, list[float]]:
+    """Send one message; returns the time to its first delta and the gaps between the deltas after it."""
     sent = time.perf_counter()
-    await ws.send(json.dumps({"type": "message", "conversation_id": started["conversation_id"], "content": text}))
+    await ws.send(json.dumps({"type": "message", "conversation_id": conversation_id, "content": text}))
     arrivals = []
     async with asyncio.timeout(180):
         while True:
@@ -203,7 +215,18 @@ async def concurrent(platform: Platform, character_id: str, streams: int) -> tup
         await connect(platform.gateway, subprotocols=["bearer", platform.minter.token(platform.user)])  # type: ignore[list-item]
         for _ in range(streams)
     ]
-    results = await asyncio.gather(*(timed_turn(ws, character_id, "Tell me a story.") for ws in sockets))
+    # Conversations are opened at a bounded pace (each one reads the character from character-gen), then every
+    # message is sent at once: the streams, not the set-up, are what is measured.
+    gate = asyncio.Semaphore(50)
+
+    async def opened(ws: ClientConnection) -> str:
+        async with gate:
+            return await start_conversation(ws, character_id)
+
+    conversations = await asyncio.gather(*(opened(ws) for ws in sockets))
+    results = await asyncio.gather(
+        *(timed_message(ws, c, "Tell me a story.") for ws, c in zip(sockets, conversations, strict=True))
+    )
     for ws in sockets:
         await ws.close()
     through = [g * 1000 for _, gaps in results for g in gaps]
