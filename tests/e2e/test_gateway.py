@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -288,3 +290,40 @@ async def test_an_oversized_upload_is_refused_at_the_edge(platform: str) -> None
     async with httpx.AsyncClient(base_url=GATEWAY, headers={"Authorization": f"Bearer {token}"}) as http:
         response = await http.post("/api/characters/import", content=b"{" + b" " * (5 * 1024 * 1024) + b"}")
     assert response.status_code == 413 and response.json()["error"]["code"] == "too_large"
+
+
+async def test_a_peer_that_stops_answering_pings_is_dropped_and_a_silent_client_is_closed_as_idle(
+    platform: str,
+) -> None:
+    token = await guest()
+    settings = {"ORRERY_GATEWAY_PING_INTERVAL_SECONDS": "0.5", "ORRERY_GATEWAY_IDLE_TIMEOUT_SECONDS": "4"}
+    with extra_gateway(platform, settings) as base:
+        host, port = base.removeprefix("http://").split(":")
+        # A peer that completes the handshake and then neither reads nor answers: a vanished phone, say.
+        reader, writer = await asyncio.open_connection(host, int(port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(
+            (
+                f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                f"Sec-WebSocket-Protocol: bearer, {token}\r\n\r\n"
+            ).encode()
+        )
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+        started, received = time.monotonic(), b""
+        async with asyncio.timeout(10):
+            while chunk := await reader.read(4096):
+                received += chunk
+        dropped_after = time.monotonic() - started
+        writer.close()
+        assert received[0] == 0x89, received  # the server pinged it (a ping frame) ...
+        assert dropped_after < 3, dropped_after  # ... and gave up on it unanswered, well before the idle timeout
+
+        # A live client (its library answers pings) that sends nothing is closed as idle, with its own code.
+        async with socket(token, base=base) as ws:
+            started = time.monotonic()
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                async with asyncio.timeout(15):
+                    await ws.recv()
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4408
+            assert time.monotonic() - started >= 3.5  # pings alone do not count as activity

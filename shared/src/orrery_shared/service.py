@@ -72,7 +72,7 @@ def run_cli(
     create_app: Callable[[S], FastAPI],
     versions_dir: Path | None = None,
     argv: Sequence[str] | None = None,
-    uvicorn_options: dict[str, Any] | None = None,
+    uvicorn_options: dict[str, Any] | Callable[[S], dict[str, Any]] | None = None,
 ) -> None:
     """`python -m orrery_<service> [serve|migrate]`."""
     parser = argparse.ArgumentParser(prog=f"orrery-{service}")
@@ -103,7 +103,7 @@ def run_cli(
         timeout_graceful_shutdown=10,
         # Client addresses come from the socket; trusting X-Forwarded-For is each service's explicit choice.
         proxy_headers=False,
-        **(uvicorn_options or {}),
+        **((uvicorn_options(settings) if callable(uvicorn_options) else uvicorn_options) or {}),
     )
     drain = getattr(app.state, "drain", None)
     server = _DrainingServer(config, drain) if drain else uvicorn.Server(config)
