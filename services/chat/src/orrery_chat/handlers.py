@@ -185,17 +185,18 @@ async def begin_turn(
         )
         conversation = await repo.conversation_for_update(session, event.conversation_id)
     if turn is None:
+        message_id = uuid4()
         user_message = await repo.append_message(
             session,
-            message_id=uuid4(),
+            message_id=message_id,
             conversation_id=event.conversation_id,
             role="user",
             content=event.content,
             status="complete",
             turn_id=event.turn_id,
             client_msg_id=event.client_msg_id,
+            along=[repo.starting_turn(event.turn_id, event.conversation_id, message_id)],
         )
-        await repo.start_turn(session, event.turn_id, event.conversation_id, user_message.message_id)
         redelivered = False
     else:
         await repo.retry_turn(session, event.turn_id)
@@ -268,10 +269,12 @@ def _estimated_usage(messages: list[dict[str, str]], text: str, count: TokenCoun
 
 async def _complete(ctx: TurnContext, deps: ChatDeps, text: str, status: str, usage: TokenUsage) -> StoredMessage:
     event = ctx.event
+    message_id = uuid4()
+    finished = repo.finishing_turn(event.turn_id, "completed" if status == "complete" else status, message_id)
     async with deps.db.transaction() as tx:
         assistant = await repo.append_message(
             tx.session,
-            message_id=uuid4(),
+            message_id=message_id,
             conversation_id=event.conversation_id,
             role="assistant",
             content=text,
@@ -280,9 +283,7 @@ async def _complete(ctx: TurnContext, deps: ChatDeps, text: str, status: str, us
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
             model=usage.model,
-        )
-        await repo.finish_turn(
-            tx.session, event.turn_id, "completed" if status == "complete" else status, assistant.message_id
+            along=[finished],
         )
         await tx.publish(
             ChatTurnCompleted(

@@ -134,9 +134,11 @@ async def append_message(
     prompt_tokens: int | None = None,
     completion_tokens: int | None = None,
     model: str | None = None,
+    along: Sequence[sa.Insert | sa.Update] = (),
 ) -> StoredMessage:
     """Add a message at the end of the conversation, in one round trip: the conversation's row update takes its
-    lock and hands out the next seq, the message is inserted with it."""
+    lock and hands out the next seq, the message is inserted with it. `along`: writes (with RETURNING) that go
+    in the same statement, such as the turn's row."""
     bumped = (
         conversations.update()
         .where(conversations.c.conversation_id == conversation_id)
@@ -168,7 +170,15 @@ async def append_message(
         .from_select(list(values), sa.select(*values.values()))
         .returning(messages.c.seq, messages.c.created_at)
     )
-    added = (await session.execute(insert)).one()
+    if along:
+        appended = insert.cte("appended")
+        # Referenced through counts, so each write is part of the statement without changing its one row.
+        writes = [
+            sa.select(sa.func.count()).select_from(w.cte(f"along_{n}")).scalar_subquery() for n, w in enumerate(along)
+        ]
+        added = (await session.execute(sa.select(appended.c.seq, appended.c.created_at, *writes))).one()
+    else:
+        added = (await session.execute(insert)).one()
     return StoredMessage(message_id, added.seq, role, content, status, added.created_at)  # type: ignore[arg-type]
 
 
@@ -191,11 +201,12 @@ async def message(session: AsyncSession, message_id: UUID) -> StoredMessage | No
     return _stored(row) if row else None
 
 
-async def start_turn(session: AsyncSession, turn_id: UUID, conversation_id: UUID, user_message_id: UUID) -> None:
-    await session.execute(
-        turns.insert().values(
-            turn_id=turn_id, conversation_id=conversation_id, status="processing", user_message_id=user_message_id
-        )
+def starting_turn(turn_id: UUID, conversation_id: UUID, user_message_id: UUID) -> sa.Insert:
+    """The turn's row, `processing` (a write for `append_message(along=...)`)."""
+    return (
+        turns.insert()
+        .values(turn_id=turn_id, conversation_id=conversation_id, status="processing", user_message_id=user_message_id)
+        .returning(turns.c.turn_id)
     )
 
 
@@ -203,14 +214,22 @@ async def retry_turn(session: AsyncSession, turn_id: UUID) -> None:
     await session.execute(turns.update().where(turns.c.turn_id == turn_id).values(attempts=turns.c.attempts + 1))
 
 
-async def finish_turn(
-    session: AsyncSession, turn_id: UUID, status: str, assistant_message_id: UUID | None, failure: str | None = None
-) -> None:
-    await session.execute(
+def finishing_turn(
+    turn_id: UUID, status: str, assistant_message_id: UUID | None, failure: str | None = None
+) -> sa.Update:
+    """The turn's row, finished (a write for `append_message(along=...)`)."""
+    return (
         turns.update()
         .where(turns.c.turn_id == turn_id)
         .values(status=status, assistant_message_id=assistant_message_id, failure=failure, finished_at=sa.func.now())
+        .returning(turns.c.turn_id)
     )
+
+
+async def finish_turn(
+    session: AsyncSession, turn_id: UUID, status: str, assistant_message_id: UUID | None, failure: str | None = None
+) -> None:
+    await session.execute(finishing_turn(turn_id, status, assistant_message_id, failure))
 
 
 def memory_of(row: Any) -> Memory:
