@@ -4,6 +4,7 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.routing import WebSocketRoute
 
 from orrery_gateway import api, landing, ws
 from orrery_gateway.context import Gateway
@@ -69,7 +70,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     runtime.on_stop(upstreams.aclose)
     runtime.on_stop(verifier.aclose)
 
-    app = build_app(runtime, "Orrery", [api.router, ws.router, landing.router])
+    app = build_app(runtime, "Orrery", [api.router, landing.router])
+    for path in ws.PATHS:
+        app.router.routes.append(WebSocketRoute(path, ws.websocket_endpoint))
     app.description = DESCRIPTION
     app.state.gateway = gateway
     install_verifier(app, verifier)

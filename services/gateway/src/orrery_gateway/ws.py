@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from fastapi import APIRouter, WebSocket
+from fastapi import WebSocket
 from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnect
 
@@ -32,7 +32,9 @@ from orrery_shared.auth import Principal, TokenError
 from orrery_shared.http import ApiError
 
 log = logging.getLogger(__name__)
-router = APIRouter()
+# Plain Starlette routes (registered by the composition root): an idle socket then holds no FastAPI
+# dependency-solving state (exit stacks, body-limit wrappers), a few KiB each across thousands of sockets.
+PATHS = ("/ws", "/ws/chat")
 
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_IDLE = 4408
@@ -52,8 +54,6 @@ async def _gateway(websocket: WebSocket) -> Gateway:
     return gw
 
 
-@router.websocket("/ws")
-@router.websocket("/ws/chat")
 async def websocket_endpoint(websocket: WebSocket) -> None:
     gw = await _gateway(websocket)
     token, subprotocol = credentials(websocket)
