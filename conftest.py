@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.support.tokens",
     "tests.support.smtp",
     "tests.support.platform",
+    "tests.support.spans",
 ]

@@ -16,7 +16,7 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, Page, Route, ViewportSize, async_playwright
 
 from tests.support.llm_stub import StubControl
-from tests.support.platform import GATEWAY, running
+from tests.support.platform import GATEWAY, PLATFORM_ENV, running
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Debian's Chromium, never a browser downloaded by Playwright; nothing in the background phones home.
@@ -38,17 +38,9 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
 @pytest.fixture(scope="package")
 def platform(platform_kafka: str) -> Iterator[str]:
     env = {
-        "ORRERY_STUB_TTFT_MS": "20",
-        "ORRERY_STUB_TOKENS_PER_SECOND": "400",
-        # A model per task, so a test scripts exactly the replies it is about.
-        "ORRERY_LLM_ROUTES__CHAT": '["stub/orrery-chat"]',
-        "ORRERY_LLM_ROUTES__SUMMARY": '["stub/orrery-summary"]',
-        "ORRERY_LLM_ROUTES__PERSONA": '["stub/orrery-persona"]',
-        "ORRERY_LLM_ROUTES__EXTRACTION": '["stub/orrery-extraction"]',
+        **PLATFORM_ENV,
         # Extract the dossier after every turn worth it, instead of waiting for a batch.
         "ORRERY_DOSSIER_MAX_PENDING_TURNS": "1",
-        # Every test signs in guests and asks for links from the same address.
-        "ORRERY_AUTH_GUESTS_PER_IP": "1000",
         "ORRERY_AUTH_MAGIC_LINKS_PER_IP": "1000",
     }
     with running([sys.executable, "scripts/run_platform.py"], platform_kafka, env):

@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.test_gateway import guest, receive_until, send, socket, spin_character, start
 from tests.support.llm_stub import StubControl
-from tests.support.platform import running
+from tests.support.platform import PLATFORM_ENV, running
 
 pytestmark = pytest.mark.e2e
 
@@ -124,13 +124,7 @@ def receiver() -> Iterator[OtlpReceiver]:
 def platform(platform_kafka: str, receiver: OtlpReceiver) -> Iterator[str]:
     """The platform as the e2e conftest runs it, plus tracing exported to `receiver` within ~100 ms."""
     env = {
-        "ORRERY_STUB_TTFT_MS": "20",
-        "ORRERY_STUB_TOKENS_PER_SECOND": "400",
-        "ORRERY_LLM_ROUTES__CHAT": '["stub/orrery-chat"]',
-        "ORRERY_LLM_ROUTES__SUMMARY": '["stub/orrery-summary"]',
-        "ORRERY_LLM_ROUTES__PERSONA": '["stub/orrery-persona"]',
-        "ORRERY_LLM_ROUTES__EXTRACTION": '["stub/orrery-extraction"]',
-        "ORRERY_AUTH_GUESTS_PER_IP": "1000",
+        **PLATFORM_ENV,
         "OTEL_TRACES_EXPORTER": "otlp",
         "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
         "OTEL_BSP_SCHEDULE_DELAY": "100",

@@ -23,6 +23,18 @@ from tests.support.processes import free_port, start_module, stop
 
 E2E_KAFKA_PORT, E2E_KAFKA_CONTROLLER_PORT = 39092, 39093
 
+# How end-to-end tests run the platform: the stub paced like a quick provider, a model per task (so a test
+# scripts exactly the replies it is about), and room for the many guests tests sign in from one address.
+PLATFORM_ENV = {
+    "ORRERY_STUB_TTFT_MS": "20",
+    "ORRERY_STUB_TOKENS_PER_SECOND": "400",
+    "ORRERY_LLM_ROUTES__CHAT": '["stub/orrery-chat"]',
+    "ORRERY_LLM_ROUTES__SUMMARY": '["stub/orrery-summary"]',
+    "ORRERY_LLM_ROUTES__PERSONA": '["stub/orrery-persona"]',
+    "ORRERY_LLM_ROUTES__EXTRACTION": '["stub/orrery-extraction"]',
+    "ORRERY_AUTH_GUESTS_PER_IP": "1000",
+}
+
 PORTS = {"gateway": 8000, "auth": 8001, "character-gen": 8002, "chat": 8003, "dossier": 8004}
 GATEWAY = "http://127.0.0.1:8000"
 
