@@ -34,8 +34,8 @@ format: deps
 
 docs: deps ## regenerate the documents derived from code
 	@$(PY) -m orrery_shared.events.docs > docs/events.md
-	@$(PY) scripts/deploy_config.py
-	@$(PY) scripts/asyncapi.py
+	@$(PY) -m scripts.deploy_config
+	@$(PY) -m scripts.asyncapi
 
 bench: deps infra-up
 	@for b in bench/[a-z]*.py; do m=$$(basename $$b .py); echo "== bench.$$m"; $(PY) -m bench.$$m || exit 1; done

@@ -1,4 +1,4 @@
-"""AsyncAPI 3.0 documents of the services' Kafka interfaces: `python scripts/asyncapi.py` (part of `make docs`).
+"""AsyncAPI 3.0 documents of the services' Kafka interfaces: `python -m scripts.asyncapi` (part of `make docs`).
 
 Writes docs/asyncapi/<service>.yaml for every service that produces or consumes events: the topics and their
 partition counts come from the registry in orrery_shared.events, the payload schemas from the event models,
@@ -9,8 +9,6 @@ topics). `--check` writes nothing and exits 1 when a document is stale.
 
 from __future__ import annotations
 
-import argparse
-import sys
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -32,6 +30,7 @@ from orrery_shared.events import (
     dlq_topic,
 )
 from orrery_shared.events.registry import DLQ_PARTITIONS
+from scripts.generated import write_or_check
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "asyncapi"
@@ -289,23 +288,9 @@ def expected_files() -> dict[Path, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Write docs/asyncapi/<service>.yaml from the code.")
-    parser.add_argument("--check", action="store_true", help="exit 1 if a document is stale; write nothing")
-    args = parser.parse_args(argv)
-    stale = []
-    for path, content in expected_files().items():
-        if path.exists() and path.read_text() == content:
-            continue
-        stale.append(path.relative_to(ROOT))
-        if not args.check:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(content)
-    if args.check and stale:
-        print("stale (run `python scripts/asyncapi.py`): " + ", ".join(map(str, stale)), file=sys.stderr)
-        return 1
-    for path in stale:
-        print(f"wrote {path}")
-    return 0
+    return write_or_check(
+        expected_files(), "Write docs/asyncapi/<service>.yaml from the code.", "python -m scripts.asyncapi", argv
+    )
 
 
 if __name__ == "__main__":

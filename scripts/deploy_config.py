@@ -1,6 +1,6 @@
 """The deployment configuration derived from code: every setting each service reads, and the Kafka topics.
 
-`python scripts/deploy_config.py` (part of `make docs`) writes
+`python -m scripts.deploy_config` (part of `make docs`) writes
 
 - `deploy/k8s/base/config/<group>.env`: the ConfigMaps of the Kubernetes base. Every setting a service reads is
   listed with its default (or a container-specific value), so operators see every knob in one place; settings
@@ -15,10 +15,8 @@ service loads, and which of their fields are secret) is what tests/deploy checks
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import json
-import sys
 from dataclasses import dataclass
 from enum import Enum
 from functools import cached_property
@@ -33,6 +31,7 @@ from orrery_shared.auth.verifier import JwtSettings
 from orrery_shared.events import all_topics
 from orrery_shared.llm.settings import LLMSettings
 from orrery_shared.settings import DatabaseServiceSettings, KafkaSettings, RedisSettings, ServiceSettings
+from scripts.generated import write_or_check
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE_CONFIG = ROOT / "deploy" / "k8s" / "base" / "config"
@@ -364,23 +363,9 @@ def expected_files() -> dict[Path, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--check", action="store_true", help="exit 1 if a generated file is stale; write nothing")
-    args = parser.parse_args(argv)
-    stale = []
-    for path, content in expected_files().items():
-        if path.exists() and path.read_text() == content:
-            continue
-        stale.append(path.relative_to(ROOT))
-        if not args.check:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(content)
-    if args.check and stale:
-        print("stale (run `python scripts/deploy_config.py`): " + ", ".join(map(str, stale)), file=sys.stderr)
-        return 1
-    for path in stale:
-        print(f"wrote {path}")
-    return 0
+    return write_or_check(
+        expected_files(), __doc__.splitlines()[0] if __doc__ else "", "python -m scripts.deploy_config", argv
+    )
 
 
 if __name__ == "__main__":

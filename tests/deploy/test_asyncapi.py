@@ -14,7 +14,7 @@ from jsonschema import validators
 from orrery_gateway import notifications
 from orrery_shared.events import EVENT_TYPES, model_for
 from orrery_shared.events.registry import DLQ_PARTITIONS, DLQ_SUFFIX
-from scripts import asyncapi
+from scripts import asyncapi, generated
 from scripts.deploy_config import SERVICES, Service
 from tests.deploy.manifests import Tools, mutated, recorded_subscriptions
 
@@ -24,8 +24,7 @@ EVENT_NAMES = {cls.__name__: cls for cls in EVENT_TYPES}
 
 
 def test_the_committed_documents_are_up_to_date() -> None:
-    stale = [str(p) for p, text in asyncapi.expected_files().items() if not p.exists() or p.read_text() != text]
-    assert stale == [], "run `python scripts/asyncapi.py` (make docs)"
+    assert generated.stale(asyncapi.expected_files()) == [], "run `make docs`"
     assert {p.name for p in asyncapi.OUT.glob("*.yaml")} == {p.name for p in asyncapi.expected_files()}
 
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import re
 
-from scripts import deploy_config
+from scripts import deploy_config, generated
 from tests.deploy.manifests import K8S, ROOT, read_env_file
 
 
 def test_the_generated_configuration_is_up_to_date() -> None:
-    stale = [str(p) for p, text in deploy_config.expected_files().items() if not p.exists() or p.read_text() != text]
-    assert stale == [], "run `python scripts/deploy_config.py` (make docs)"
+    assert generated.stale(deploy_config.expected_files()) == [], "run `make docs`"
 
 
 def test_every_generated_config_map_is_used_by_the_base() -> None:
