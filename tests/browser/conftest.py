@@ -15,7 +15,6 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, Route, ViewportSize, async_playwright
 
-from tests.support.llm_stub import StubControl
 from tests.support.platform import GATEWAY, PLATFORM_ENV, running
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -31,7 +30,6 @@ CHROMIUM_ARGS = [
 ]
 DESKTOP: ViewportSize = {"width": 1366, "height": 860}
 PHONE: ViewportSize = {"width": 390, "height": 844}
-STUB = "http://127.0.0.1:18080/v1"
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
 
 
@@ -45,15 +43,6 @@ def platform(platform_kafka: str) -> Iterator[str]:
     }
     with running([sys.executable, "scripts/run_platform.py"], platform_kafka, env):
         yield GATEWAY
-
-
-@pytest.fixture
-def stub(platform: str) -> Iterator[StubControl]:
-    control = StubControl(STUB)
-    control.reset()
-    yield control
-    control.reset()
-    control.close()
 
 
 @pytest.fixture(scope="session")

@@ -24,8 +24,6 @@ from tests.support.tokens import TokenMinter
 
 pytestmark = pytest.mark.e2e
 
-STUB = "http://127.0.0.1:18080/v1"
-
 
 async def guest(base: str = GATEWAY) -> str:
     async with httpx.AsyncClient(base_url=base) as http:

@@ -19,6 +19,7 @@ from orrery_shared.kafka import ensure_topics
 from orrery_shared.settings import KafkaSettings
 from tests.support.infra import ROOT, Infra
 from tests.support.kafka_control import DisposableKafka
+from tests.support.llm_stub import StubControl
 from tests.support.processes import free_port, start_module, stop
 
 E2E_KAFKA_PORT, E2E_KAFKA_CONTROLLER_PORT = 39092, 39093
@@ -37,6 +38,7 @@ PLATFORM_ENV = {
 
 PORTS = {"gateway": 8000, "auth": 8001, "character-gen": 8002, "chat": 8003, "dossier": 8004}
 GATEWAY = "http://127.0.0.1:8000"
+STUB = "http://127.0.0.1:18080/v1"  # the LLM stub `make run` starts
 
 
 def platform_env(kafka: str, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -80,6 +82,17 @@ def platform_kafka(infra: Infra, platform_schemas: None) -> Iterator[str]:
     finally:
         kafka.stop()
         kafka.wipe()
+
+
+@pytest.fixture
+def stub(platform: str) -> Iterator[StubControl]:
+    """The running platform's LLM stub, emptied of scripts and recorded requests around the test (`platform` is
+    the fixture of the test's folder or module)."""
+    control = StubControl(STUB)
+    control.reset()
+    yield control
+    control.reset()
+    control.close()
 
 
 @contextmanager
