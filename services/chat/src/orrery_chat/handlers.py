@@ -152,9 +152,7 @@ async def _begin_with_patience(event: ChatTurnRequested, deps: ChatDeps) -> Turn
             await asyncio.sleep(0.2)
 
 
-async def begin_turn(
-    tx: Transaction, event: ChatTurnRequested, personas: PersonaCache | None = None
-) -> TurnContext | FinishedTurn:
+async def begin_turn(tx: Transaction, event: ChatTurnRequested, personas: PersonaCache) -> TurnContext | FinishedTurn:
     """Record the user's message and the turn (first delivery), or find out how far an earlier delivery got."""
     session = tx.session
     locked = await repo.conversation_and_turn_for_update(session, event.conversation_id, event.turn_id)
@@ -165,7 +163,7 @@ async def begin_turn(
     if conversation is not None and conversation.user_id != event.user_id:
         raise ConversationNotFound(event.conversation_id)
     character_id = conversation.character_id if conversation is not None else event.character_id
-    persona = await _visible_persona(tx, character_id, event.user_id, personas or PersonaCache(0))
+    persona = await _visible_persona(tx, character_id, event.user_id, personas)
     if conversation is None:
         await repo.create_conversation(
             session,
