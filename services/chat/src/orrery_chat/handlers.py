@@ -21,6 +21,7 @@ from uuid import UUID, uuid4
 from redis.asyncio import Redis
 
 from orrery_chat import repository as repo
+from orrery_chat import turn_statements as sql
 from orrery_chat.domain import (
     CharacterUnknown,
     ConversationNotFound,
@@ -38,6 +39,7 @@ from orrery_chat.domain import (
 from orrery_chat.personas import PersonaCache
 from orrery_chat.streams import TokenStream
 from orrery_shared.db import Database, Transaction
+from orrery_shared.db.direct import DirectTransaction
 from orrery_shared.events import (
     CharacterCreated,
     ChatTurnCompleted,
@@ -144,7 +146,7 @@ async def _begin_with_patience(event: ChatTurnRequested, deps: ChatDeps) -> Turn
     deadline = time.monotonic() + deps.character_wait_s
     while True:
         try:
-            async with deps.db.transaction() as tx:
+            async with deps.db.direct_transaction() as tx:
                 return await begin_turn(tx, event, deps.personas)
         except CharacterUnknown:
             if time.monotonic() >= deadline:
@@ -152,10 +154,11 @@ async def _begin_with_patience(event: ChatTurnRequested, deps: ChatDeps) -> Turn
             await asyncio.sleep(0.2)
 
 
-async def begin_turn(tx: Transaction, event: ChatTurnRequested, personas: PersonaCache) -> TurnContext | FinishedTurn:
+async def begin_turn(
+    tx: DirectTransaction, event: ChatTurnRequested, personas: PersonaCache
+) -> TurnContext | FinishedTurn:
     """Record the user's message and the turn (first delivery), or find out how far an earlier delivery got."""
-    session = tx.session
-    locked = await repo.conversation_and_turn_for_update(session, event.conversation_id, event.turn_id)
+    locked = await sql.conversation_and_turn_for_update(tx, event.conversation_id, event.turn_id)
     # No conversation yet means no turn of it either (deleting a conversation deletes its turns).
     conversation, turn = locked if locked is not None else (None, None)
     if turn is not None and turn.status != "processing":
@@ -165,54 +168,43 @@ async def begin_turn(tx: Transaction, event: ChatTurnRequested, personas: Person
     character_id = conversation.character_id if conversation is not None else event.character_id
     persona = await _visible_persona(tx, character_id, event.user_id, personas)
     if conversation is None:
-        await repo.create_conversation(
-            session,
+        conversation = await sql.create_conversation(
+            tx,
             conversation_id=event.conversation_id,
             user_id=event.user_id,
             character_id=character_id,
             project_id=event.project_id or uuid4(),
             title=title_from(event.content),
         )
-        await repo.append_message(
-            session,
-            message_id=uuid4(),
-            conversation_id=event.conversation_id,
-            role="assistant",
-            content=persona.greeting,
-            status="complete",
-        )
-        conversation = await repo.conversation_for_update(session, event.conversation_id)
+        await sql.append_greeting(tx, event.conversation_id, uuid4(), persona.greeting)
+    memory = conversation.memory
     if turn is None:
-        message_id = uuid4()
-        user_message = await repo.append_message(
-            session,
-            message_id=message_id,
-            conversation_id=event.conversation_id,
-            role="user",
-            content=event.content,
-            status="complete",
+        history = await sql.start_turn(
+            tx,
             turn_id=event.turn_id,
+            conversation_id=event.conversation_id,
+            message_id=uuid4(),
+            content=event.content,
             client_msg_id=event.client_msg_id,
-            along=[repo.starting_turn(event.turn_id, event.conversation_id, message_id)],
+            after_seq=memory.upto_seq,
         )
-        redelivered = False
+        user_message, redelivered = history[-1], False
     else:
-        await repo.retry_turn(session, event.turn_id)
-        found = await repo.message(session, turn.user_message_id)
+        await sql.retry_turn(tx, event.turn_id)
+        found = await sql.message(tx, turn.user_message_id)
         assert found is not None
         user_message, redelivered = found, True
-    memory = repo.memory_of(conversation)
-    history = await repo.messages_after(session, event.conversation_id, memory.upto_seq)
+        history = await sql.messages_after(tx, event.conversation_id, memory.upto_seq)
     # The reply answers this turn's message: later messages (none, normally) stay out of its prompt.
     history = [m for m in history if m.seq <= user_message.seq]
     return TurnContext(event, conversation.project_id, persona, memory, history, user_message, redelivered)
 
 
-async def _visible_persona(tx: Transaction, character_id: UUID, user_id: UUID, personas: PersonaCache) -> Persona:
+async def _visible_persona(tx: DirectTransaction, character_id: UUID, user_id: UUID, personas: PersonaCache) -> Persona:
     cached = personas.get(character_id)
     if cached is not None and cached.visible_to(user_id):
         return cached
-    persona = await repo.persona(tx.session, character_id)
+    persona = await sql.persona(tx, character_id)
     if persona is None or not persona.visible_to(user_id):
         raise CharacterUnknown(character_id)
     personas.put(persona)
@@ -267,21 +259,18 @@ def _estimated_usage(messages: list[dict[str, str]], text: str, count: TokenCoun
 
 async def _complete(ctx: TurnContext, deps: ChatDeps, text: str, status: str, usage: TokenUsage) -> StoredMessage:
     event = ctx.event
-    message_id = uuid4()
-    finished = repo.finishing_turn(event.turn_id, "completed" if status == "complete" else status, message_id)
-    async with deps.db.transaction() as tx:
-        assistant = await repo.append_message(
-            tx.session,
-            message_id=message_id,
+    async with deps.db.direct_transaction() as tx:
+        assistant = await sql.finish_turn(
+            tx,
+            turn_id=event.turn_id,
             conversation_id=event.conversation_id,
-            role="assistant",
+            message_id=uuid4(),
             content=text,
             status=status,
-            turn_id=event.turn_id,
+            turn_status="completed" if status == "complete" else status,
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
             model=usage.model,
-            along=[finished],
         )
         await tx.publish(
             ChatTurnCompleted(
@@ -306,14 +295,14 @@ def _record(message: StoredMessage) -> MessageRecord:
 
 async def _fail(ctx: TurnContext, deps: ChatDeps, stream: TokenStream, reason: str) -> None:
     event = ctx.event
-    async with deps.db.transaction() as tx:
-        await repo.finish_turn(tx.session, event.turn_id, "failed", None, failure=reason)
+    async with deps.db.direct_transaction() as tx:
+        await sql.fail_turn(tx, event.turn_id, reason)
         await tx.publish(_failed(event, reason, retryable=True))
     await stream.error(reason, retryable=True)
 
 
 async def _reject(event: ChatTurnRequested, deps: ChatDeps, stream: TokenStream, reason: str, retryable: bool) -> None:
-    async with deps.db.transaction() as tx:
+    async with deps.db.direct_transaction() as tx:
         await tx.publish(_failed(event, reason, retryable))
     await stream.resume_numbering()
     await stream.error(reason, retryable)
@@ -345,11 +334,11 @@ async def update_memory(ctx: TurnContext, assistant: StoredMessage, deps: ChatDe
 
 
 async def _fold(ctx: TurnContext, assistant: StoredMessage, deps: ChatDeps) -> None:
-    async with deps.db.transaction() as tx:
-        row = await repo.conversation_of(tx.session, ctx.event.conversation_id, ctx.event.user_id)
-    if row is None:
+    async with deps.db.direct_transaction() as tx:
+        conversation = await sql.conversation_of(tx, ctx.event.conversation_id, ctx.event.user_id)
+    if conversation is None:
         return
-    memory = repo.memory_of(row)
+    memory = conversation.memory
     history = [m for m in [*ctx.history, assistant] if m.seq > memory.upto_seq]
     folded = messages_to_fold(history, memory, deps.policy, deps.count)
     if not folded:
@@ -366,13 +355,13 @@ async def _fold(ctx: TurnContext, assistant: StoredMessage, deps: ChatDeps) -> N
 
 async def end_conversation(conversation_id: UUID, user_id: UUID, deps: ChatDeps) -> tuple[str, datetime]:
     """End a conversation with a summary of all of it (the rolling memory plus the unsummarised tail)."""
-    async with deps.db.transaction() as tx:
-        row = await repo.conversation_of(tx.session, conversation_id, user_id)
-        if row is None:
+    async with deps.db.direct_transaction() as tx:
+        conversation = await sql.conversation_of(tx, conversation_id, user_id)
+        if conversation is None:
             raise ConversationNotFound(conversation_id)
-        persona = await repo.persona(tx.session, row.character_id)
-        memory = repo.memory_of(row)
-        tail = await repo.messages_after(tx.session, conversation_id, memory.upto_seq)
+        persona = await sql.persona(tx, conversation.character_id)
+        memory = conversation.memory
+        tail = await sql.messages_after(tx, conversation_id, memory.upto_seq)
     if persona is None:
         raise ConversationNotFound(conversation_id)
     result = await deps.llm.complete(conversation_summary_request(persona, memory, tail), task="summary")  # type: ignore[arg-type]

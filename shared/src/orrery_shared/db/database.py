@@ -2,29 +2,55 @@
 
 from __future__ import annotations
 
+import select
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 from uuid import UUID
 
+import psycopg
 import sqlalchemy as sa
+from sqlalchemy import event as sa_event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from orrery_shared import telemetry
+from orrery_shared.db.direct import DirectTransaction
+from orrery_shared.db.outgoing import outbox_row
 from orrery_shared.db.tables import inbox, outbox
 from orrery_shared.events import Event
-from orrery_shared.kafka.broker import event_headers
 
 
 def make_engine(database_url: str, schema: str, pool_size: int = 10) -> AsyncEngine:
-    """An engine whose connections only see `schema` (plus pg_catalog)."""
-    return create_async_engine(
+    """An engine whose connections only see `schema` (plus pg_catalog).
+
+    The pool keeps `pool_size` connections and no more: a burst waits for a free one (up to 30 s) instead of
+    opening extra connections that are closed again on return, which under steady load meant a new server
+    process per transaction.
+    """
+    engine = create_async_engine(
         database_url,
         pool_size=pool_size,
-        max_overflow=pool_size,
-        pool_pre_ping=True,
+        max_overflow=0,
         connect_args={"options": f"-csearch_path={schema}", "connect_timeout": 5},
     )
+    sa_event.listen(engine.sync_engine.pool, "checkout", _refuse_stale_connection)
+    return engine
+
+
+def _refuse_stale_connection(_dbapi_connection: Any, _record: Any, proxy: Any) -> None:
+    """Replace a pooled connection the server has closed (a restart, an idle timeout, a terminated backend).
+
+    An idle connection has nothing to read: if its socket is readable, the server sent its goodbye or closed
+    it. That costs a poll of the socket, where a ping costs a round trip per transaction.
+    """
+    pgconn = proxy.driver_connection.pgconn
+    if pgconn.status != psycopg.pq.ConnStatus.OK:
+        raise sa_exc.DisconnectionError("connection closed")
+    poller = select.poll()
+    poller.register(pgconn.socket, select.POLLIN)
+    if poller.poll(0):
+        raise sa_exc.DisconnectionError("the server closed the connection")
 
 
 class Transaction:
@@ -36,19 +62,7 @@ class Transaction:
 
     async def publish(self, event: Event) -> None:
         """Record `event` in the outbox; it reaches Kafka only if this transaction commits."""
-        key = event.partition_key()
-        # The trace context is taken now and stored with the row, so the relay's publish continues this trace.
-        with telemetry.producing(event.TOPIC, "create", key, str(event.event_id)) as trace_context:
-            headers = event_headers(event, trace_context)
-        await self.session.execute(
-            outbox.insert().values(
-                event_id=event.event_id,
-                topic=event.TOPIC,
-                key=key,
-                payload=event.model_dump_json(),
-                headers=headers,
-            )
-        )
+        await self.session.execute(outbox.insert().values(**outbox_row(event)))
         self.published.append(event)
 
     async def claim(self, event_id: UUID, consumer: str) -> bool:
@@ -79,6 +93,23 @@ class Database:
         async with self.sessions() as session, session.begin():
             tx = Transaction(session)
             yield tx
+        if tx.published:
+            for callback in self._on_commit:
+                callback()
+
+    @asynccontextmanager
+    async def direct_transaction(self) -> AsyncIterator[DirectTransaction]:
+        """A transaction run on the driver's connection (see `orrery_shared.db.direct`); same commit rules."""
+        async with self.engine.connect() as conn:
+            driver = (await conn.get_raw_connection()).driver_connection
+            assert isinstance(driver, psycopg.AsyncConnection)
+            try:
+                async with driver.transaction():
+                    tx = DirectTransaction(driver)
+                    yield tx
+            except psycopg.OperationalError:
+                await conn.invalidate()  # a broken connection must not go back to the pool
+                raise
         if tx.published:
             for callback in self._on_commit:
                 callback()

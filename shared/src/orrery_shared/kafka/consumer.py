@@ -58,6 +58,7 @@ class PermanentError(Exception):
 
 def transient_errors() -> tuple[type[BaseException], ...]:
     """Errors meaning a dependency is down, not that the message is bad."""
+    import psycopg
     import redis.exceptions
     import sqlalchemy.exc
 
@@ -66,6 +67,8 @@ def transient_errors() -> tuple[type[BaseException], ...]:
         TimeoutError,
         sqlalchemy.exc.OperationalError,
         sqlalchemy.exc.InterfaceError,
+        psycopg.OperationalError,  # raised as is by direct transactions (orrery_shared.db.direct)
+        psycopg.InterfaceError,
         redis.exceptions.ConnectionError,
         redis.exceptions.TimeoutError,
     )

@@ -1,0 +1,262 @@
+"""The statements of a turn's two transactions, as SQL run by psycopg (see orrery_shared.db.direct).
+
+They are what chat does between consuming a turn and asking for its reply, and again when the reply has been
+streamed, so they are written for round trips: appending a message is one statement (the conversation's row
+update takes its lock and hands out the message's `seq`), and it carries the turn's row and, when starting a
+turn, the read of the conversation's unsummarised messages. Every parameter is cast, so a NULL still has its
+column's type.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+from uuid import UUID
+
+from orrery_chat.domain import Memory, Persona, StoredMessage
+from orrery_chat.repository import persona_from_row, stored_from_row
+from orrery_shared.db.direct import DirectTransaction
+
+_MESSAGE_COLUMNS = "message_id, seq, role, content, status, created_at"
+
+_LOCK_CONVERSATION_AND_TURN = """
+SELECT c.conversation_id, c.user_id, c.character_id, c.project_id, c.memory_summary, c.memory_upto_seq,
+       t.status AS turn_status, t.user_message_id AS turn_user_message_id,
+       t.assistant_message_id AS turn_assistant_message_id, t.failure AS turn_failure
+FROM conversations c LEFT JOIN turns t ON t.turn_id = %(turn_id)s::uuid
+WHERE c.conversation_id = %(conversation_id)s::uuid
+FOR UPDATE OF c
+"""
+
+_CONVERSATION_OF = """
+SELECT conversation_id, user_id, character_id, project_id, memory_summary, memory_upto_seq
+FROM conversations WHERE conversation_id = %(conversation_id)s::uuid AND user_id = %(user_id)s::uuid
+"""
+
+_PERSONA = """
+SELECT character_id, owner_user_id, name, planet, sex, species, archetype, personality, backstory,
+       speaking_style, greeting, portrait_url, tags
+FROM characters WHERE character_id = %(character_id)s::uuid
+"""
+
+_CREATE_CONVERSATION = """
+INSERT INTO conversations (conversation_id, user_id, character_id, project_id, title)
+VALUES (%(conversation_id)s::uuid, %(user_id)s::uuid, %(character_id)s::uuid, %(project_id)s::uuid, %(title)s::text)
+RETURNING conversation_id, user_id, character_id, project_id, memory_summary, memory_upto_seq
+"""
+
+# The row update waits for the conversation's lock, then numbers the message; `created_at` is the time the
+# conversation last changed, so a conversation's last_message_at is its last message's created_at.
+_APPEND = f"""
+WITH bumped AS (
+    UPDATE conversations
+    SET last_seq = last_seq + 1, message_count = message_count + 1, last_message_at = now(), status = 'active'
+    WHERE conversation_id = %(conversation_id)s::uuid
+    RETURNING last_seq, last_message_at
+), appended AS (
+    INSERT INTO messages (message_id, conversation_id, seq, role, content, status, turn_id, client_msg_id,
+                          prompt_tokens, completion_tokens, model, created_at)
+    SELECT %(message_id)s::uuid, %(conversation_id)s::uuid, last_seq, %(role)s::text, %(content)s::text,
+           %(status)s::text, %(turn_id)s::uuid, %(client_msg_id)s::text, %(prompt_tokens)s::int,
+           %(completion_tokens)s::int, %(model)s::text, last_message_at
+    FROM bumped
+    RETURNING {_MESSAGE_COLUMNS}
+)"""
+
+_APPEND_GREETING = _APPEND + f"\nSELECT {_MESSAGE_COLUMNS} FROM appended"
+
+# A data-modifying WITH runs whether or not the query reads it. The messages read here come from a snapshot
+# taken after this transaction locked the conversation, so they hold every earlier message; the one appended
+# by this statement is not in that snapshot and joins through RETURNING.
+_APPEND_STARTING_TURN = (
+    _APPEND
+    + f""", started AS (
+    INSERT INTO turns (turn_id, conversation_id, status, user_message_id)
+    VALUES (%(turn_id)s::uuid, %(conversation_id)s::uuid, 'processing', %(message_id)s::uuid)
+)
+SELECT {_MESSAGE_COLUMNS} FROM messages
+WHERE conversation_id = %(conversation_id)s::uuid AND seq > %(after_seq)s::int
+UNION ALL
+SELECT {_MESSAGE_COLUMNS} FROM appended
+ORDER BY seq
+"""
+)
+
+_APPEND_FINISHING_TURN = (
+    _APPEND
+    + f""", finished AS (
+    UPDATE turns
+    SET status = %(turn_status)s::text, assistant_message_id = %(message_id)s::uuid, failure = NULL,
+        finished_at = now()
+    WHERE turn_id = %(turn_id)s::uuid
+)
+SELECT {_MESSAGE_COLUMNS} FROM appended
+"""
+)
+
+_MESSAGES_AFTER = f"""
+SELECT {_MESSAGE_COLUMNS} FROM messages
+WHERE conversation_id = %(conversation_id)s::uuid AND seq > %(after_seq)s::int
+ORDER BY seq
+"""
+
+_MESSAGE = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE message_id = %(message_id)s::uuid"
+
+_RETRY_TURN = "UPDATE turns SET attempts = attempts + 1 WHERE turn_id = %(turn_id)s::uuid"
+
+_FAIL_TURN = """
+UPDATE turns SET status = 'failed', assistant_message_id = NULL, failure = %(failure)s::text, finished_at = now()
+WHERE turn_id = %(turn_id)s::uuid
+"""
+
+
+class ConversationState(NamedTuple):
+    """What a turn needs of its conversation."""
+
+    conversation_id: UUID
+    user_id: UUID
+    character_id: UUID
+    project_id: UUID
+    memory: Memory
+
+
+class StartedTurn(NamedTuple):
+    """How far an earlier delivery of a turn got."""
+
+    status: str
+    user_message_id: UUID
+    assistant_message_id: UUID | None
+    failure: str | None
+
+
+def _locked(row: Any) -> ConversationState:
+    memory = Memory(row.memory_summary, row.memory_upto_seq)
+    return ConversationState(row.conversation_id, row.user_id, row.character_id, row.project_id, memory)
+
+
+async def conversation_and_turn_for_update(
+    tx: DirectTransaction, conversation_id: UUID, turn_id: UUID
+) -> tuple[ConversationState, StartedTurn | None] | None:
+    """The conversation, locked, and the turn if an earlier delivery started it (None when the conversation
+    does not exist yet). A turn's row only changes under its conversation's lock."""
+    row = await tx.row(_LOCK_CONVERSATION_AND_TURN, {"conversation_id": conversation_id, "turn_id": turn_id})
+    if row is None:
+        return None
+    if row.turn_status is None:
+        return _locked(row), None
+    started = StartedTurn(row.turn_status, row.turn_user_message_id, row.turn_assistant_message_id, row.turn_failure)
+    return _locked(row), started
+
+
+async def conversation_of(tx: DirectTransaction, conversation_id: UUID, user_id: UUID) -> ConversationState | None:
+    """The user's conversation, not locked (None if there is none or it is someone else's)."""
+    row = await tx.row(_CONVERSATION_OF, {"conversation_id": conversation_id, "user_id": user_id})
+    return _locked(row) if row else None
+
+
+async def persona(tx: DirectTransaction, character_id: UUID) -> Persona | None:
+    row = await tx.row(_PERSONA, {"character_id": character_id})
+    return persona_from_row(row) if row else None
+
+
+async def create_conversation(
+    tx: DirectTransaction, *, conversation_id: UUID, user_id: UUID, character_id: UUID, project_id: UUID, title: str
+) -> ConversationState:
+    """A new conversation (its row is this transaction's until it commits)."""
+    params = {
+        "conversation_id": conversation_id,
+        "user_id": user_id,
+        "character_id": character_id,
+        "project_id": project_id,
+        "title": title,
+    }
+    row = await tx.row(_CREATE_CONVERSATION, params)
+    assert row is not None
+    return _locked(row)
+
+
+def _message_params(
+    message_id: UUID,
+    conversation_id: UUID,
+    role: str,
+    content: str,
+    status: str,
+    turn_id: UUID | None = None,
+    client_msg_id: str | None = None,
+    prompt_tokens: int | None = None,
+    completion_tokens: int | None = None,
+    model: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "message_id": message_id,
+        "conversation_id": conversation_id,
+        "role": role,
+        "content": content,
+        "status": status,
+        "turn_id": turn_id,
+        "client_msg_id": client_msg_id,
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "model": model,
+    }
+
+
+async def append_greeting(tx: DirectTransaction, conversation_id: UUID, message_id: UUID, greeting: str) -> None:
+    params = _message_params(message_id, conversation_id, "assistant", greeting, "complete")
+    await tx.row(_APPEND_GREETING, params)
+
+
+async def start_turn(
+    tx: DirectTransaction,
+    *,
+    turn_id: UUID,
+    conversation_id: UUID,
+    message_id: UUID,
+    content: str,
+    client_msg_id: str | None,
+    after_seq: int,
+) -> list[StoredMessage]:
+    """Append the user's message, record the turn as processing, and return the messages after `after_seq`
+    (the conversation's memory), the new one last."""
+    params = _message_params(message_id, conversation_id, "user", content, "complete", turn_id, client_msg_id)
+    rows = await tx.rows(_APPEND_STARTING_TURN, {**params, "after_seq": after_seq})
+    return [stored_from_row(row) for row in rows]
+
+
+async def finish_turn(
+    tx: DirectTransaction,
+    *,
+    turn_id: UUID,
+    conversation_id: UUID,
+    message_id: UUID,
+    content: str,
+    status: str,
+    turn_status: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+    model: str,
+) -> StoredMessage:
+    """Append the assistant's reply and record the turn as finished with it."""
+    params = _message_params(message_id, conversation_id, "assistant", content, status, turn_id)
+    params |= {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "model": model}
+    row = await tx.row(_APPEND_FINISHING_TURN, {**params, "turn_status": turn_status})
+    assert row is not None
+    return stored_from_row(row)
+
+
+async def fail_turn(tx: DirectTransaction, turn_id: UUID, failure: str) -> None:
+    await tx.execute(_FAIL_TURN, {"turn_id": turn_id, "failure": failure})
+
+
+async def retry_turn(tx: DirectTransaction, turn_id: UUID) -> None:
+    await tx.execute(_RETRY_TURN, {"turn_id": turn_id})
+
+
+async def message(tx: DirectTransaction, message_id: UUID) -> StoredMessage | None:
+    row = await tx.row(_MESSAGE, {"message_id": message_id})
+    return stored_from_row(row) if row else None
+
+
+async def messages_after(tx: DirectTransaction, conversation_id: UUID, after_seq: int) -> list[StoredMessage]:
+    """Messages after `after_seq` in order: the unsummarised tail a prompt is built from."""
+    rows = await tx.rows(_MESSAGES_AFTER, {"conversation_id": conversation_id, "after_seq": after_seq})
+    return [stored_from_row(row) for row in rows]
