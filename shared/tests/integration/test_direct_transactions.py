@@ -79,9 +79,7 @@ async def _terminate_backends(infra: Infra, role: str) -> int:
     return await asyncio.to_thread(terminate)
 
 
-async def test_pooled_connections_the_server_closed_are_replaced_before_use(
-    scratch_db: Database, infra: Infra
-) -> None:
+async def test_pooled_connections_the_server_closed_are_replaced_before_use(scratch_db: Database, infra: Infra) -> None:
     # Fill the pool with idle connections, then have the server end every one of them (a restart, say).
     async def hold() -> None:
         async with scratch_db.direct_transaction() as tx:
