@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -9,6 +10,7 @@ import httpx2
 import openai
 import pytest
 
+from orrery_shared.llm import sse
 from orrery_shared.llm.sse import ChunkStream, chunk_text, chunk_usage
 
 REQUEST = httpx2.Request("POST", "http://provider.test/v1/chat/completions")
@@ -89,3 +91,36 @@ def test_chunk_fields_tolerate_what_providers_leave_out() -> None:
     assert chunk_text({"choices": [{"delta": {"content": None}}]}) == ("", None)
     assert chunk_usage({"usage": None}) is None
     assert chunk_usage({"usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}}) == (12, 3)
+
+
+class EndlessAfterDone(Body):
+    """A body that keeps the connection busy after `[DONE]` (it never ends by itself)."""
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for piece in self.pieces:
+            yield piece
+        await asyncio.sleep(3600)
+        yield b""  # pragma: no cover
+
+
+async def test_what_follows_done_is_read_so_the_connection_can_be_reused() -> None:
+    served: list[bytes] = []
+
+    class Recording(Body):
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            for piece in self.pieces:
+                served.append(piece)
+                yield piece
+
+    tail = [b": trailing comment\n\n", b"\n"]
+    body = Recording([delta("Hi"), b"data: [DONE]\n\n", *tail])
+    assert [chunk_text(c)[0] for c in await read(body)] == ["Hi"]
+    assert served[-len(tail) :] == tail  # the whole body was consumed, not left for the close to discard
+
+
+async def test_a_body_that_never_ends_after_done_is_given_up_quickly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sse, "DRAIN_SECONDS", 0.05)
+    body = EndlessAfterDone([delta("Hi"), b"data: [DONE]\n\n"])
+    chunks = await asyncio.wait_for(read(body), timeout=2)
+    assert [chunk_text(c)[0] for c in chunks] == ["Hi"]
+    assert body.closed

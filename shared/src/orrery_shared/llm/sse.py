@@ -9,6 +9,8 @@ turn. A chunk is small JSON; a dict is all the client needs from it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -20,6 +22,7 @@ import openai
 from openai._constants import RAW_RESPONSE_HEADER
 
 STREAMED_BODY_HEADERS = {RAW_RESPONSE_HEADER: "stream"}
+DRAIN_SECONDS = 1.0  # how long the rest of a body after `[DONE]` may take before its connection is dropped
 
 
 def _stream_error(payload: object, request: httpx2.Request) -> openai.APIError | None:
@@ -60,7 +63,8 @@ class ChunkStream:
 
     async def _events(self) -> AsyncIterator[dict[str, Any]]:
         event = _Event()
-        async for line in self.response.aiter_lines():
+        lines = self.response.aiter_lines()
+        async for line in lines:
             if line:
                 event.take(line)
                 continue
@@ -69,6 +73,7 @@ class ChunkStream:
                 continue
             data = "\n".join(event.data)
             if data.startswith("[DONE]"):
+                await _read_to_end(lines)
                 return
             try:
                 payload = json.loads(data)
@@ -82,6 +87,16 @@ class ChunkStream:
             if isinstance(payload, dict):
                 yield payload
             event = _Event()
+
+
+async def _read_to_end(lines: AsyncIterator[str]) -> None:
+    """Read what follows `[DONE]` (the body's end, normally already here) so the connection can be reused: a
+    response closed before its end takes its connection with it, and the next request opens a new one. A
+    provider that keeps sending costs only that connection."""
+    with contextlib.suppress(TimeoutError, httpx2.HTTPError):
+        async with asyncio.timeout(DRAIN_SECONDS):
+            async for _ in lines:
+                pass
 
 
 class _Event:
