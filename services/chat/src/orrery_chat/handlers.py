@@ -114,6 +114,23 @@ async def handle_turn(event: ChatTurnRequested, deps: ChatDeps) -> None:
     stream = TokenStream(
         deps.redis, event.turn_id, active_ttl=deps.stream_active_ttl, finished_ttl=deps.stream_finished_ttl
     )
+    # Whether the user cancelled before the reply started is read beside the turn's transaction, not after it.
+    cancelled_early = asyncio.ensure_future(stream.cancelled())
+    cancelled_early.add_done_callback(_retrieve_outcome)  # paths that never await it must not log its error
+    try:
+        await _answer(event, deps, stream, cancelled_early)
+    finally:
+        cancelled_early.cancel()  # a no-op once it is done
+
+
+def _retrieve_outcome(future: asyncio.Future[bool]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+async def _answer(
+    event: ChatTurnRequested, deps: ChatDeps, stream: TokenStream, cancelled_early: asyncio.Future[bool]
+) -> None:
     try:
         started = await _begin_with_patience(event, deps)
     except ConversationNotFound:
@@ -138,7 +155,7 @@ async def handle_turn(event: ChatTurnRequested, deps: ChatDeps) -> None:
         return
     if started.redelivered:
         await stream.restart()
-    await _generate(started, deps, stream)
+    await _generate(started, deps, stream, await cancelled_early)
 
 
 async def _begin_with_patience(event: ChatTurnRequested, deps: ChatDeps) -> TurnContext | FinishedTurn:
@@ -211,10 +228,9 @@ async def _visible_persona(tx: DirectTransaction, character_id: UUID, user_id: U
     return persona
 
 
-async def _generate(ctx: TurnContext, deps: ChatDeps, stream: TokenStream) -> None:
+async def _generate(ctx: TurnContext, deps: ChatDeps, stream: TokenStream, cancelled: bool) -> None:
     prompt = build_prompt(ctx.persona, ctx.memory, ctx.history, deps.policy, deps.count)
     reply = deps.llm.stream_chat(prompt.messages, task="chat")  # type: ignore[arg-type]
-    cancelled = await stream.cancelled()
     try:
         if not cancelled:
             async for delta in reply:

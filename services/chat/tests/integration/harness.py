@@ -97,7 +97,7 @@ class Client:
 
     async def send(self, conversation_id: UUID, character_id: UUID, content: str, **extra: Any) -> ChatTurnRequested:
         turn = ChatTurnRequested(
-            turn_id=uuid4(),
+            turn_id=extra.pop("turn_id", uuid4()),
             conversation_id=conversation_id,
             user_id=extra.pop("user_id", self.user_id),
             character_id=character_id,

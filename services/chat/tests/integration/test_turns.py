@@ -101,6 +101,29 @@ async def test_cancel_mid_stream_keeps_the_partial_reply_as_cancelled(
     assert (last["content"], last["status"]) == (partial, "cancelled")
 
 
+async def test_a_turn_cancelled_before_it_is_answered_asks_the_llm_nothing(
+    infra: Infra, chat: App, client: Client, llm_stub: StubControl, token_minter: TokenMinter
+) -> None:
+    _, http = chat
+    persona = await client.introduce()
+    conversation = uuid4()
+    turn_id = uuid4()
+    await client.redis.set(f"turn:{turn_id}:cancel", "1", ex=60)  # the user cancelled while it was queued
+    async with spying(infra.kafka_bootstrap, ChatTurnCompleted) as spy:
+        await client.send(conversation, persona.character_id, "Never mind.", turn_id=turn_id)
+        entries = await client.until_final(turn_id)
+        completed = await spy.wait_for(ChatTurnCompleted, lambda e: e.turn_id == turn_id)
+
+    assert [e["type"] for e in entries] == ["done"] and entries[-1]["status"] == "cancelled"
+    assert completed.status == "cancelled" and completed.assistant_message.content == ""
+    assert llm_stub.chat_requests(model="orrery-chat") == []
+    listed = await http.get(f"/conversations/{conversation}/messages", headers=token_minter.headers(client.user_id))
+    assert [(m["content"], m["status"]) for m in listed.json()["messages"]][-2:] == [
+        ("Never mind.", "complete"),
+        ("", "cancelled"),
+    ]
+
+
 async def test_an_llm_failure_fails_the_turn_and_keeps_the_users_message(
     infra: Infra, chat: App, client: Client, llm_stub: StubControl, token_minter: TokenMinter
 ) -> None:
