@@ -4,7 +4,7 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
 from fastapi.staticfiles import StaticFiles
-from starlette.routing import WebSocketRoute
+from starlette.types import Receive, Scope, Send
 
 from orrery_gateway import api, landing, ws
 from orrery_gateway.context import Gateway
@@ -41,6 +41,22 @@ DESCRIPTION = (
 )
 
 
+class GatewayApp(FastAPI):
+    """The gateway's app: a handshake on a socket path goes straight to the socket endpoint.
+
+    An idle socket then keeps nothing of the HTTP middleware stack alive (error pages, telemetry, body limits,
+    page headers, exception handlers, the router and their coroutine frames), none of which serves a socket:
+    WebSockets are excluded from telemetry, and the endpoint handles its own errors (`ws.serve`).
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and ws.route_path(scope) in ws.PATHS:
+            scope["app"] = self
+            await ws.serve(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or load()
     runtime = Runtime("gateway", settings, use_redis=True)
@@ -71,8 +87,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     runtime.on_stop(verifier.aclose)
 
     app = build_app(runtime, "Orrery", [api.router, landing.router])
-    for path in ws.PATHS:
-        app.router.routes.append(WebSocketRoute(path, ws.websocket_endpoint))
+    app.__class__ = GatewayApp  # the shared builder makes a plain FastAPI app; this one adds the socket paths
     app.description = DESCRIPTION
     app.state.gateway = gateway
     install_verifier(app, verifier)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from datetime import UTC, datetime
@@ -11,7 +12,8 @@ from uuid import UUID
 
 from fastapi import WebSocket
 from pydantic import ValidationError
-from starlette.websockets import WebSocketDisconnect
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from orrery_gateway import turns
 from orrery_gateway.context import Gateway
@@ -32,12 +34,38 @@ from orrery_shared.auth import Principal, TokenError
 from orrery_shared.http import ApiError
 
 log = logging.getLogger(__name__)
-# Plain Starlette routes (registered by the composition root): an idle socket then holds no FastAPI
-# dependency-solving state (exit stacks, body-limit wrappers), a few KiB each across thousands of sockets.
+# Served by `serve`, which the app calls straight from its outermost ASGI callable: an idle socket then holds
+# none of the HTTP middleware stack's wrappers, exit stacks and coroutine frames, a few KiB each across
+# thousands of sockets.
 PATHS = ("/ws", "/ws/chat")
 
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_IDLE = 4408
+CLOSE_INTERNAL_ERROR = 1011
+
+
+def route_path(scope: Scope) -> str:
+    """The path below the app's root path, as routes see it."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
+async def serve(scope: Scope, receive: Receive, send: Send) -> None:
+    """The ASGI app of the socket paths. An unexpected failure is logged here and the client hears a plain
+    close (1011), never the error; one before the handshake is answered by the server with a bare 500."""
+    websocket = WebSocket(scope, receive=receive, send=send)
+    try:
+        await websocket_endpoint(websocket)
+    except WebSocketDisconnect:
+        return  # the peer left while a frame was being sent
+    except Exception:
+        if websocket.application_state is WebSocketState.CONNECTING:
+            raise
+        log.exception("socket failed", extra={"path": scope.get("path")})
+        if websocket.application_state is WebSocketState.CONNECTED:
+            with contextlib.suppress(Exception):
+                await websocket.close(CLOSE_INTERNAL_ERROR, "internal error")
 
 
 def credentials(websocket: WebSocket) -> tuple[str | None, str | None]:
