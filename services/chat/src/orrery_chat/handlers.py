@@ -36,6 +36,7 @@ from orrery_chat.domain import (
     summary_request,
     title_from,
 )
+from orrery_chat.metrics import FIRST_DELTA_SECONDS
 from orrery_chat.personas import PersonaCache
 from orrery_chat.streams import TokenStream
 from orrery_shared.db import Database, Transaction
@@ -240,6 +241,8 @@ async def _generate(ctx: TurnContext, deps: ChatDeps, stream: TokenStream, cance
                     break
             await stream.flush()
             cancelled = cancelled or stream.cancel_requested
+            if stream.time_to_first_delta is not None:
+                FIRST_DELTA_SECONDS.observe(stream.time_to_first_delta)
         if cancelled:
             await reply.aclose()
             usage = _estimated_usage(prompt.messages, reply.text, deps.count)

@@ -8,6 +8,7 @@ Entry types: delta {text}, restart {}, done {message_id, status}, error {reason,
 from __future__ import annotations
 
 import asyncio
+import time
 from uuid import UUID
 
 from redis.asyncio import Redis
@@ -38,6 +39,8 @@ class TokenStream:
         self._pending: list[str] = []
         self._writer: asyncio.Task[None] | None = None
         self._expiry_set = False
+        self.opened_at = time.perf_counter()
+        self.first_delta_at: float | None = None  # when the first delta was in Redis
 
     async def resume_numbering(self) -> None:
         """Continue after whatever an earlier attempt of this turn already wrote."""
@@ -64,6 +67,8 @@ class TokenStream:
                 self._expiry_set = True
             pipe.exists(self.cancel)
             results = await pipe.execute()
+            if self.first_delta_at is None:
+                self.first_delta_at = time.perf_counter()
             if results[-1]:
                 self.cancel_requested = True
 
@@ -73,6 +78,11 @@ class TokenStream:
             await self._writer  # a push during the wait may start a new writer: loop
         if self._writer is not None:
             self._writer.result()
+
+    @property
+    def time_to_first_delta(self) -> float | None:
+        """Seconds from creating this writer (taking the turn) to its first delta in Redis, once written."""
+        return None if self.first_delta_at is None else self.first_delta_at - self.opened_at
 
     async def cancelled(self) -> bool:
         return bool(await self.redis.exists(self.cancel))

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from prometheus_client import REGISTRY
 
 from orrery_shared.events import ChatTurnCompleted, ChatTurnFailed, UserMerged
 from orrery_shared.kafka import publish_event
@@ -74,6 +76,33 @@ async def test_back_to_back_turns_are_answered_in_order_with_the_first_exchange_
         "And the fourth?",
     ]
     assert persona.name in second_prompt[0]["content"] and second_prompt[0]["role"] == "system"
+
+
+async def test_the_time_to_a_replys_first_delta_is_measured_from_taking_the_turn(
+    chat: App, client: Client, llm_stub: StubControl
+) -> None:
+    _, http = chat
+    llm_stub.script(model="orrery-chat", content="Slow to start, then quick.", ttft_ms=300)
+    persona = await client.introduce()
+
+    def observed() -> tuple[float, float, float]:
+        count = REGISTRY.get_sample_value("orrery_chat_first_delta_seconds_count") or 0.0
+        total = REGISTRY.get_sample_value("orrery_chat_first_delta_seconds_sum") or 0.0
+        fast = REGISTRY.get_sample_value("orrery_chat_first_delta_seconds_bucket", {"le": "0.25"}) or 0.0
+        return count, total, fast
+
+    before = observed()
+    started = time.perf_counter()
+    turn = await client.send(uuid4(), persona.character_id, "Take your time.")
+    await client.until_final(turn.turn_id)
+    elapsed = time.perf_counter() - started
+    count, total, fast = (a - b for a, b in zip(observed(), before, strict=True))
+
+    assert count == 1
+    assert 0.3 <= total < elapsed  # the provider's 300 ms wait is in it, the Kafka trip to chat is not
+    assert fast == 0  # hence above the 250 ms bucket
+    scraped = (await http.get("/metrics")).text
+    assert "orrery_chat_first_delta_seconds_bucket" in scraped
 
 
 async def test_cancel_mid_stream_keeps_the_partial_reply_as_cancelled(
