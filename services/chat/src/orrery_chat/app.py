@@ -1,5 +1,7 @@
 """Composition root of the chat service: the only module that wires Kafka, Postgres, Redis and the LLM."""
 
+import functools
+
 from fastapi import FastAPI
 
 from orrery_chat.api import router
@@ -15,6 +17,8 @@ from orrery_shared.llm.tokens import estimate_tokens
 from orrery_shared.runtime import Runtime
 from orrery_shared.service import build_app
 
+TOKEN_ESTIMATES_KEPT = 16_384  # messages; a few MB, a window's worth for hundreds of active conversations
+
 
 def create_app(settings: ChatSettings | None = None) -> FastAPI:
     settings = settings or load()
@@ -25,7 +29,8 @@ def create_app(settings: ChatSettings | None = None) -> FastAPI:
         db=runtime.database,
         redis=runtime.redis,
         llm=llm,
-        count=estimate_tokens,
+        # A conversation's recent messages are priced again on every turn: remember their prices.
+        count=functools.lru_cache(maxsize=TOKEN_ESTIMATES_KEPT)(estimate_tokens),
         policy=MemoryPolicy(settings.memory_window_tokens, settings.memory_fold_share),
         character_wait_s=settings.character_wait_seconds,
         turn_expiry_s=settings.turn_expiry_seconds,
