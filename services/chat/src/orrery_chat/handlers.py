@@ -235,7 +235,7 @@ async def _generate(ctx: TurnContext, deps: ChatDeps, stream: TokenStream, cance
     try:
         if not cancelled:
             async for delta in reply:
-                stream.push(delta)
+                await stream.push(delta)
                 if stream.cancel_requested:
                     cancelled = True
                     break

@@ -49,11 +49,15 @@ class TokenStream:
             _, fields = last[0]
             self.seq = int((fields or {})[b"seq"])
 
-    def push(self, text: str) -> None:
+    async def push(self, text: str) -> None:
         """Queue a delta for writing now (or with the next batch, if a write is in flight)."""
         self._pending.append(text)
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_pending())
+            # Let the write go out before reading on: deltas already received are read without yielding to
+            # the loop, so a fast provider's whole reply would otherwise be parsed before its first delta
+            # left for Redis.
+            await asyncio.sleep(0)
 
     async def _write_pending(self) -> None:
         while self._pending:

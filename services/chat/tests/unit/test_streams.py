@@ -1,0 +1,62 @@
+"""Writing a turn's token stream: when deltas leave for Redis relative to reading the provider's reply."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from uuid import uuid4
+
+from orrery_chat.streams import TokenStream
+
+
+class RecordingRedis:
+    """Enough of redis.asyncio.Redis for TokenStream's writes; notes how far reading had got at each write."""
+
+    def __init__(self, progress: list[int]) -> None:
+        self.progress = progress
+        self.writes: list[tuple[int, list[str]]] = []
+
+    def pipeline(self, transaction: bool = False) -> Any:
+        return _Pipeline(self)
+
+
+class _Pipeline:
+    def __init__(self, redis: RecordingRedis) -> None:
+        self.redis, self.texts, self.commands = redis, [], 0
+
+    def xadd(self, key: str, fields: dict[str, Any]) -> None:
+        self.texts.append(fields["text"])
+        self.commands += 1
+
+    def expire(self, key: str, ttl: int) -> None:
+        self.commands += 1
+
+    def exists(self, key: str) -> None:
+        self.commands += 1
+
+    async def execute(self) -> list[int]:
+        self.redis.writes.append((len(self.redis.progress), self.texts))
+        await asyncio.sleep(0.001)  # the round trip
+        return [0] * self.commands
+
+
+async def test_the_first_delta_is_written_before_the_rest_of_an_already_received_reply_is_read() -> None:
+    read: list[int] = []
+    redis = RecordingRedis(read)
+    stream = TokenStream(redis, uuid4())  # type: ignore[arg-type]
+
+    async def reply() -> Any:
+        # A fast provider: every chunk is already buffered, so iterating never yields to the loop.
+        for i in range(100):
+            read.append(i)
+            yield f"t{i} "
+
+    async for delta in reply():
+        await stream.push(delta)
+    await stream.flush()
+
+    first_write_at, first_texts = redis.writes[0]
+    assert (first_write_at, first_texts) == (1, ["t0 "])  # sent while only the first delta had been read
+    assert [t for _, texts in redis.writes for t in texts] == [f"t{i} " for i in range(100)]
+    assert len(redis.writes) < 100  # the rest went in batches while writes were in flight
+    assert stream.time_to_first_delta is not None
