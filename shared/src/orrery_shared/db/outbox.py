@@ -11,11 +11,9 @@ import asyncio
 import contextlib
 import logging
 
-import sqlalchemy as sa
 from faststream.kafka import KafkaBroker
 
 from orrery_shared.db.database import Database
-from orrery_shared.db.tables import outbox
 from orrery_shared.metrics import OUTBOX_BACKLOG, OUTBOX_PUBLISHED, OUTBOX_RELAY_FAILURES
 
 log = logging.getLogger(__name__)
@@ -78,17 +76,12 @@ class OutboxRelay:
 
     async def relay_once(self) -> int:
         """Publish one batch in id order; returns how many rows were relayed."""
-        async with self.db.engine.begin() as conn:
-            locked = await conn.scalar(
-                sa.select(
-                    sa.func.pg_try_advisory_xact_lock(
-                        sa.func.hashtext(sa.func.concat("outbox:", sa.func.current_schema()))
-                    )
-                )
-            )
-            if not locked:
+        # Statements as SQL on the driver's connection: the relay runs after every committed event, beside the
+        # next request's work, so its cost is kept to the round trips.
+        async with self.db.direct_transaction() as tx:
+            if not (await tx.row(_TAKE_RELAY_LOCK, {})).locked:
                 return 0
-            rows = (await conn.execute(sa.select(outbox).order_by(outbox.c.id).limit(self.batch_size))).all()
+            rows = await tx.rows(_OLDEST_ROWS, {"limit": self.batch_size})
             OUTBOX_BACKLOG.set(len(rows))
             if not rows:
                 return 0
@@ -108,7 +101,13 @@ class OutboxRelay:
             async with asyncio.timeout(self.publish_timeout):
                 await asyncio.gather(*pending)
             # By id, not a range: a lower id may belong to a transaction that has not committed yet.
-            await conn.execute(sa.delete(outbox).where(outbox.c.id.in_([row.id for row in rows])))
+            await tx.execute(_DELETE_ROWS, {"ids": [row.id for row in rows]})
         for row in rows:
             OUTBOX_PUBLISHED.labels(row.topic).inc()
         return len(rows)
+
+
+# One relay per schema at a time, for this transaction only (see the module docstring).
+_TAKE_RELAY_LOCK = "SELECT pg_try_advisory_xact_lock(hashtext('outbox:' || current_schema())) AS locked"
+_OLDEST_ROWS = "SELECT id, topic, key, payload, headers FROM outbox ORDER BY id LIMIT %(limit)s"
+_DELETE_ROWS = "DELETE FROM outbox WHERE id = ANY(%(ids)s)"
