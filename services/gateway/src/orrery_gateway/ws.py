@@ -77,16 +77,30 @@ def credentials(websocket: WebSocket) -> tuple[str | None, str | None]:
     return websocket.query_params.get("token"), None
 
 
-async def _gateway(websocket: WebSocket) -> Gateway:
-    gw: Gateway = websocket.app.state.gateway
-    return gw
+def forget_handshake(websocket: WebSocket) -> None:
+    """Drop what only the handshake needed: its headers, query string and offered subprotocols (the access
+    token among them). An idle socket then keeps the token once, as its session's `authorization`."""
+    scope = websocket.scope
+    scope["headers"] = ()
+    scope["query_string"] = b""
+    scope["subprotocols"] = ()
+    vars(websocket).pop("_headers", None)  # Starlette's parsed copies, made on first use
+    vars(websocket).pop("_query_params", None)
+
+
+def lean(principal: Principal) -> Principal:
+    """The principal with only the claims a socket reads again (expiry, token id), not every verified one."""
+    claims = principal.claims
+    return Principal(
+        principal.user_id, principal.name, principal.is_guest, {"exp": claims["exp"], "jti": claims["jti"]}
+    )
 
 
 async def websocket_endpoint(websocket: WebSocket) -> None:
-    gw = await _gateway(websocket)
+    gw: Gateway = websocket.app.state.gateway
     token, subprotocol = credentials(websocket)
     try:
-        principal = await gw.verifier.verify(token or "")
+        principal = lean(await gw.verifier.verify(token or ""))
     except TokenError as refused:
         await websocket.accept(subprotocol=subprotocol)
         await websocket.close(CLOSE_UNAUTHORIZED, refused.code)
@@ -96,9 +110,11 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         await websocket.close(1001, "server shutting down")
         return
     await websocket.accept(subprotocol=subprotocol)
+    forget_handshake(websocket)
     connection = Connection(websocket, principal.user_id)
-    gw.hub.add(connection)
     session = Session(gw, connection, principal, f"Bearer {token}")
+    del token, subprotocol  # this frame lives as long as the socket
+    gw.hub.add(connection)
     try:
         await session.run()
     finally:
