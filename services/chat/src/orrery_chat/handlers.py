@@ -176,6 +176,20 @@ async def begin_turn(
     tx: DirectTransaction, event: ChatTurnRequested, personas: PersonaCache
 ) -> TurnContext | FinishedTurn:
     """Record the user's message and the turn (first delivery), or find out how far an earlier delivery got."""
+    fresh = await sql.start_turn_if_new(
+        tx,
+        turn_id=event.turn_id,
+        conversation_id=event.conversation_id,
+        user_id=event.user_id,
+        message_id=uuid4(),
+        content=event.content,
+        client_msg_id=event.client_msg_id,
+    )
+    if fresh is not None:  # the common case, done in one statement; an exception below rolls it back
+        started, history = fresh
+        persona = await _visible_persona(tx, started.character_id, event.user_id, personas)
+        return TurnContext(event, started.project_id, persona, started.memory, history, history[-1], False)
+    # A first turn, a redelivery, or someone else's conversation: look before writing.
     locked = await sql.conversation_and_turn_for_update(tx, event.conversation_id, event.turn_id)
     # No conversation yet means no turn of it either (deleting a conversation deletes its turns).
     conversation, turn = locked if locked is not None else (None, None)

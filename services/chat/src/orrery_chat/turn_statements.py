@@ -44,14 +44,16 @@ VALUES (%(conversation_id)s::uuid, %(user_id)s::uuid, %(character_id)s::uuid, %(
 RETURNING conversation_id, user_id, character_id, project_id, memory_summary, memory_upto_seq
 """
 
+
 # The row update waits for the conversation's lock, then numbers the message; `created_at` is the time the
 # conversation last changed, so a conversation's last_message_at is its last message's created_at.
-_APPEND = f"""
+def _append(condition: str = "", returning: str = "") -> str:
+    return f"""
 WITH bumped AS (
     UPDATE conversations
     SET last_seq = last_seq + 1, message_count = message_count + 1, last_message_at = now(), status = 'active'
-    WHERE conversation_id = %(conversation_id)s::uuid
-    RETURNING last_seq, last_message_at
+    WHERE conversation_id = %(conversation_id)s::uuid{condition}
+    RETURNING last_seq, last_message_at{returning}
 ), appended AS (
     INSERT INTO messages (message_id, conversation_id, seq, role, content, status, turn_id, client_msg_id,
                           prompt_tokens, completion_tokens, model, created_at)
@@ -61,6 +63,34 @@ WITH bumped AS (
     FROM bumped
     RETURNING {_MESSAGE_COLUMNS}
 )"""
+
+
+_APPEND = _append()
+
+# A new turn in a conversation the user owns, all in one statement; it changes nothing (and returns no rows)
+# when the conversation does not exist yet, is someone else's, or the turn was started by an earlier delivery.
+# Each row is a message (the conversation's unsummarised ones, the new one last) with the conversation beside it.
+_START_TURN_IF_NEW = (
+    _append(
+        condition=(
+            " AND user_id = %(user_id)s::uuid AND NOT EXISTS (SELECT 1 FROM turns WHERE turn_id = %(turn_id)s::uuid)"
+        ),
+        returning=", character_id, project_id, memory_summary, memory_upto_seq",
+    )
+    + f""", started AS (
+    INSERT INTO turns (turn_id, conversation_id, status, user_message_id)
+    SELECT %(turn_id)s::uuid, %(conversation_id)s::uuid, 'processing', %(message_id)s::uuid FROM appended
+)
+SELECT m.*, b.last_seq, b.character_id, b.project_id, b.memory_summary, b.memory_upto_seq
+FROM (
+    SELECT {_MESSAGE_COLUMNS} FROM messages
+    WHERE conversation_id = %(conversation_id)s::uuid AND seq > (SELECT memory_upto_seq FROM bumped)
+    UNION ALL
+    SELECT {_MESSAGE_COLUMNS} FROM appended
+) m CROSS JOIN bumped b
+ORDER BY m.seq
+"""
+)
 
 _APPEND_GREETING = _APPEND + f"\nSELECT {_MESSAGE_COLUMNS} FROM appended"
 
@@ -203,6 +233,35 @@ def _message_params(
 async def append_greeting(tx: DirectTransaction, conversation_id: UUID, message_id: UUID, greeting: str) -> None:
     params = _message_params(message_id, conversation_id, "assistant", greeting, "complete")
     await tx.row(_APPEND_GREETING, params)
+
+
+async def start_turn_if_new(
+    tx: DirectTransaction,
+    *,
+    turn_id: UUID,
+    conversation_id: UUID,
+    user_id: UUID,
+    message_id: UUID,
+    content: str,
+    client_msg_id: str | None,
+) -> tuple[ConversationState, list[StoredMessage]] | None:
+    """The common case in one round trip: the user's conversation exists and this is the turn's first delivery.
+    Appends the user's message, records the turn as processing and returns the conversation and its
+    unsummarised messages, the new one last; None (having changed nothing) in any other case."""
+    params = _message_params(message_id, conversation_id, "user", content, "complete", turn_id, client_msg_id)
+    rows = await tx.rows(_START_TURN_IF_NEW, {**params, "user_id": user_id})
+    if not rows:
+        return None
+    first = rows[0]
+    memory = Memory(first.memory_summary, first.memory_upto_seq)
+    conversation = ConversationState(conversation_id, user_id, first.character_id, first.project_id, memory)
+    history = [stored_from_row(row) for row in rows]
+    if len(history) != first.last_seq - memory.upto_seq:
+        # The messages were read from the statement's snapshot, taken before it had the conversation's lock: a
+        # message committed meanwhile (another process finishing the previous turn during a rebalance) is
+        # missing. Now that the lock is held, a new read has it.
+        history = await messages_after(tx, conversation_id, memory.upto_seq)
+    return conversation, history
 
 
 async def start_turn(

@@ -8,11 +8,14 @@ from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
 import httpx
+import psycopg
 import pytest
 from fastapi import FastAPI
 from prometheus_client import REGISTRY
 
-from orrery_shared.events import ChatTurnCompleted, ChatTurnFailed, UserMerged
+from orrery_chat.handlers import ChatDeps, TurnContext, begin_turn
+from orrery_chat.personas import PersonaCache
+from orrery_shared.events import ChatTurnCompleted, ChatTurnFailed, ChatTurnRequested, UserMerged
 from orrery_shared.kafka import publish_event
 from services.chat.tests.integration.harness import Client, deltas
 from tests.support.infra import Infra
@@ -273,3 +276,53 @@ async def test_after_a_guest_becomes_an_account_the_account_continues_with_the_g
     assert deltas(entries) == "Of course I remember you."
     stale = await client.send(conversation, persona.character_id, "Still the guest?", user_id=guest)
     assert (await client.until_final(stale.turn_id))[-1]["reason"] == "not_found"
+
+
+async def test_a_message_committed_while_a_turn_waits_for_the_conversation_is_in_its_prompt(
+    infra: Infra, chat: App, client: Client, llm_stub: StubControl
+) -> None:
+    """Another process finishing the conversation's previous turn (a rebalance) commits while this turn waits
+    for the conversation's lock: the one-statement start reads from an earlier snapshot, and must notice."""
+    app, _ = chat
+    deps: ChatDeps = app.state.chat
+    persona = await client.introduce()
+    conversation = uuid4()
+    first = await client.send(conversation, persona.character_id, "First words.")
+    await client.until_final(first.turn_id)
+
+    other = await psycopg.AsyncConnection.connect(
+        infra.role_url("orrery_chat").replace("+psycopg", ""), options="-csearch_path=chat"
+    )
+    try:
+        # The other process appends a reply the way chat does, holding the conversation's row lock.
+        await other.execute(
+            "WITH bumped AS (UPDATE conversations SET last_seq = last_seq + 1, message_count = message_count + 1"
+            " WHERE conversation_id = %(c)s RETURNING last_seq)"
+            " INSERT INTO messages (message_id, conversation_id, seq, role, content, status)"
+            " SELECT %(m)s, %(c)s, last_seq, 'assistant', 'A late reply.', 'complete' FROM bumped",
+            {"c": conversation, "m": uuid4()},
+        )
+        turn = ChatTurnRequested(
+            turn_id=uuid4(),
+            conversation_id=conversation,
+            user_id=client.user_id,
+            character_id=persona.character_id,
+            content="Second words.",
+        )
+
+        async def begin() -> object:
+            async with deps.db.direct_transaction() as tx:
+                return await begin_turn(tx, turn, PersonaCache())
+
+        started = asyncio.create_task(begin())
+        await asyncio.sleep(0.3)
+        assert not started.done()  # waiting for the lock
+        await other.commit()
+        context = await asyncio.wait_for(started, 10)
+    finally:
+        await other.close()
+
+    assert isinstance(context, TurnContext)
+    contents = [m.content for m in context.history]
+    assert contents[-2:] == ["A late reply.", "Second words."]
+    assert [m.seq for m in context.history] == list(range(1, len(contents) + 1))
