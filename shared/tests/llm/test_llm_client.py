@@ -269,3 +269,21 @@ async def test_streamed_replies_one_after_another_reuse_one_connection(llm_stub:
             seen.update(id(connection) for connection in pool.connections)
             assert len(pool.connections) == 1
     assert len(seen) == 1
+
+
+@pytest.mark.parametrize("read_timeout_s", [5.0, 0.3], ids=["deadline-within-a-read", "deadline-after-many-reads"])
+async def test_a_stream_that_outlasts_its_total_timeout_is_cut_at_the_deadline(
+    llm_stub: StubControl, read_timeout_s: float
+) -> None:
+    llm_stub.script(content=" ".join(f"w{i}" for i in range(200)), tokens_per_second=10)
+    profile = ProviderProfile(base_url=llm_stub.base_url, total_timeout_s=1.0, first_token_timeout_s=read_timeout_s)
+    async with _client(llm_stub, {"providers": {"stub": profile}}) as llm:
+        received = []
+        with pytest.raises(StreamInterruptedError, match="total timeout") as interrupted:
+            async for delta in llm.stream_chat(CHAT):
+                received.append(delta)
+    assert 5 <= len(received) <= 12  # about a second's worth at 10 tokens/s
+    assert interrupted.value.partial_text == "".join(received)
+    usage = interrupted.value.usage
+    assert usage is not None and usage.outcome == "interrupted"
+    assert 0.9 <= usage.latency_s < 1.3

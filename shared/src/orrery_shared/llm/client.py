@@ -134,6 +134,7 @@ class _OpenStream:
     first_text: str
     state: _ChunkState
     total_deadline: float
+    read_timeout: float  # the longest a read of the body may stall before it fails
     ended: bool = False
 
 
@@ -472,7 +473,15 @@ class LLMClient:
                 async for chunk in chunks:
                     text = state.absorb(chunk)
                     if text:
-                        return _OpenStream(entry, stream, chunks, text, state, started + profile.total_timeout_s)
+                        return _OpenStream(
+                            entry,
+                            stream,
+                            chunks,
+                            text,
+                            state,
+                            started + profile.total_timeout_s,
+                            profile.first_token_timeout_s,
+                        )
         except TimeoutError:
             await _close(stream)
             raise ProviderTimeoutError(
@@ -492,7 +501,8 @@ class LLMClient:
                 "stream ended before any content", provider=entry.provider, model=entry.model
             )
         assert stream is not None
-        return _OpenStream(entry, stream, chunks, "", state, started + profile.total_timeout_s, ended=True)
+        deadline = started + profile.total_timeout_s
+        return _OpenStream(entry, stream, chunks, "", state, deadline, profile.first_token_timeout_s, ended=True)
 
     def _usage(
         self,
@@ -617,10 +627,16 @@ class ChatStream:
             if opened.first_text:
                 self._parts.append(opened.first_text)
                 yield opened.first_text
+            loop = asyncio.get_running_loop()
             while not opened.ended:
                 try:
-                    async with asyncio.timeout_at(opened.total_deadline):
+                    if opened.total_deadline - loop.time() > opened.read_timeout:
+                        # A read that stalls fails on its own read timeout before the deadline: no timer per
+                        # chunk (arming one costs more than reading a small chunk).
                         chunk = await opened.chunks.__anext__()
+                    else:
+                        async with asyncio.timeout_at(opened.total_deadline):
+                            chunk = await opened.chunks.__anext__()
                 except StopAsyncIteration:
                     break
                 except TimeoutError:
