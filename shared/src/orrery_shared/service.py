@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import socket
 import sys
@@ -66,6 +67,16 @@ class _DrainingServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
+def freeze_startup_heap() -> None:
+    """Exempt what exists now (modules, the app, its clients) from garbage collection for good.
+
+    It lives as long as the process, yet every full collection walked all of it: a pause of ~0.3 s in a chat
+    process, waited out by whatever request was in flight. Frozen, collections only walk what came after.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def run_cli(
     service: str,
     load: Callable[[], S],
@@ -94,6 +105,7 @@ def run_cli(
         print(f"configuration error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     app = create_app(settings)
+    freeze_startup_heap()
     config = uvicorn.Config(
         app,
         host=settings.host,
