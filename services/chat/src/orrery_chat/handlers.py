@@ -382,8 +382,8 @@ async def _fold(ctx: TurnContext, assistant: StoredMessage, deps: ChatDeps) -> N
         # The window simply stays larger until a later turn succeeds in folding it.
         log.warning("memory summary failed; will retry on a later turn", extra={"error": str(error)})
         return
-    async with deps.db.transaction() as tx:
-        await repo.save_memory(tx.session, ctx.event.conversation_id, Memory(result.text.strip(), folded[-1].seq))
+    async with deps.db.direct_transaction() as tx:
+        await sql.save_memory(tx, ctx.event.conversation_id, Memory(result.text.strip(), folded[-1].seq))
 
 
 async def end_conversation(conversation_id: UUID, user_id: UUID, deps: ChatDeps) -> tuple[str, datetime]:

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from orrery_chat.domain import Memory, Persona, StoredMessage
+from orrery_chat.domain import Persona, StoredMessage
 from orrery_chat.tables import characters, conversations, messages, turns
 from orrery_shared.events import CharacterCreated
 
@@ -70,14 +70,6 @@ async def conversation_of(session: AsyncSession, conversation_id: UUID, user_id:
 
 def stored_from_row(row: Any) -> StoredMessage:
     return StoredMessage(row.message_id, row.seq, row.role, row.content, row.status, row.created_at)
-
-
-async def save_memory(session: AsyncSession, conversation_id: UUID, memory: Memory) -> None:
-    await session.execute(
-        conversations.update()
-        .where(conversations.c.conversation_id == conversation_id, conversations.c.memory_upto_seq < memory.upto_seq)
-        .values(memory_summary=memory.summary, memory_upto_seq=memory.upto_seq)
-    )
 
 
 async def end_conversation(session: AsyncSession, conversation_id: UUID, summary: str) -> datetime:

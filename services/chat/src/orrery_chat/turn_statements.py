@@ -131,6 +131,12 @@ ORDER BY seq
 
 _MESSAGE = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE message_id = %(message_id)s::uuid"
 
+# Only ever forward: a fold that finishes after a later one must not bring back an older summary.
+_SAVE_MEMORY = """
+UPDATE conversations SET memory_summary = %(summary)s::text, memory_upto_seq = %(upto_seq)s::int
+WHERE conversation_id = %(conversation_id)s::uuid AND memory_upto_seq < %(upto_seq)s::int
+"""
+
 _RETRY_TURN = "UPDATE turns SET attempts = attempts + 1 WHERE turn_id = %(turn_id)s::uuid"
 
 _FAIL_TURN = """
@@ -304,6 +310,11 @@ async def finish_turn(
 
 async def fail_turn(tx: DirectTransaction, turn_id: UUID, failure: str) -> None:
     await tx.execute(_FAIL_TURN, {"turn_id": turn_id, "failure": failure})
+
+
+async def save_memory(tx: DirectTransaction, conversation_id: UUID, memory: Memory) -> None:
+    params = {"conversation_id": conversation_id, "summary": memory.summary, "upto_seq": memory.upto_seq}
+    await tx.execute(_SAVE_MEMORY, params)
 
 
 async def retry_turn(tx: DirectTransaction, turn_id: UUID) -> None:
