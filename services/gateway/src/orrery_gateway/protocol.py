@@ -90,5 +90,6 @@ Server → client: `conversation.started {conversation_id, character, greeting}`
 
 A client that lost its socket mid-reply reconnects (to any gateway instance) and sends
 `resume {turn_id, after_seq}` with the last `seq` it received: it gets exactly the entries after it.
-The server closes with **1001** when it shuts down, and with **4408** after a long silence.
+The server closes with **1001** when it shuts down, with **4408** after a long silence, and with **1011** if it
+fails while serving the socket.
 """
