@@ -34,13 +34,15 @@ def _untraced(scope: MutableMapping[str, object]) -> bool:
     return scope["type"] == "websocket" or scope.get("path") in UNTRACED_PATHS
 
 
-def build_app(runtime: Runtime, title: str, routers: Sequence[APIRouter] = ()) -> FastAPI:
+def build_app(
+    runtime: Runtime, title: str, routers: Sequence[APIRouter] = (), app_class: type[FastAPI] = FastAPI
+) -> FastAPI:
     """A FastAPI app with health endpoints, JSON errors, and the runtime started in its lifespan.
 
     FastAPI's own OpenTelemetry support adds an HTTP server span per request once tracing is configured
     (`orrery_shared.telemetry`), and stays idle otherwise; its finer per-dependency spans are left off.
     """
-    app = FastAPI(
+    app = app_class(
         title=title,
         lifespan=runtime.lifespan,
         telemetry={"operation_spans": False, "exclude": _untraced},

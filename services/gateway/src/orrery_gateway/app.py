@@ -86,8 +86,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     runtime.on_stop(upstreams.aclose)
     runtime.on_stop(verifier.aclose)
 
-    app = build_app(runtime, "Orrery", [api.router, landing.router])
-    app.__class__ = GatewayApp  # the shared builder makes a plain FastAPI app; this one adds the socket paths
+    app = build_app(runtime, "Orrery", [api.router, landing.router], app_class=GatewayApp)
     app.description = DESCRIPTION
     app.state.gateway = gateway
     install_verifier(app, verifier)
