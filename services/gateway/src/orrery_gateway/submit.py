@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from uuid import UUID, uuid4
 
@@ -81,10 +82,12 @@ async def submit_turn(
     """
     with telemetry.span("chat.turn submit", {"orrery.conversation_id": str(conversation.conversation_id)}) as span:
         text = checked_content(gw, content)
-        await rate_limited(gw, "messages", principal.user_id)
         turn_id = uuid4()
         span.set_attribute("orrery.turn_id", str(turn_id))
-        await turns.claim(gw.redis, turn_id, principal.user_id)
+        # One round trip's wait for both: a turn refused by the limit leaves only a claim that expires unused.
+        await asyncio.gather(
+            rate_limited(gw, "messages", principal.user_id), turns.claim(gw.redis, turn_id, principal.user_id)
+        )
         event = ChatTurnRequested(
             correlation_id=str(turn_id),
             turn_id=turn_id,
