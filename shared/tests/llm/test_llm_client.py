@@ -287,3 +287,18 @@ async def test_a_stream_that_outlasts_its_total_timeout_is_cut_at_the_deadline(
     usage = interrupted.value.usage
     assert usage is not None and usage.outcome == "interrupted"
     assert 0.9 <= usage.latency_s < 1.3
+
+
+async def test_the_providers_routes_name_can_be_connected_before_the_first_request(llm_stub: StubControl) -> None:
+    settings = {
+        "providers": {"other": ProviderProfile(base_url=llm_stub.base_url, api_key="k")},
+        "routes": {"chat": ["stub/a", "other/b"], "summary": ["stub/c"]},
+    }
+    async with _client(llm_stub, settings) as llm:
+        assert llm._openai == {}  # nothing is connected until asked
+        llm.open_routed_providers()
+        opened = dict(llm._openai)
+        assert set(opened) == {"stub", "other"}
+        llm.open_routed_providers()  # idempotent: the same clients
+        assert llm._openai == opened
+        assert (await llm.stream_chat(CHAT).collect()).text

@@ -55,6 +55,11 @@ def create_app(settings: ChatSettings | None = None) -> FastAPI:
 
     merges = idempotent(runtime.database, f"{group}.merges", on_merge)
     subscribe(runtime.broker, UserMerged, f"{group}.merges", merges)
+
+    async def open_llm() -> None:
+        llm.open_routed_providers()
+
+    runtime.on_start(open_llm)
     runtime.on_stop(llm.aclose)
     runtime.on_stop(deps.drain)
 

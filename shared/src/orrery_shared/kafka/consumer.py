@@ -67,6 +67,7 @@ def transient_errors() -> tuple[type[BaseException], ...]:
         TimeoutError,
         sqlalchemy.exc.OperationalError,
         sqlalchemy.exc.InterfaceError,
+        sqlalchemy.exc.TimeoutError,  # no pooled connection came free in time: the database is saturated
         psycopg.OperationalError,  # raised as is by direct transactions (orrery_shared.db.direct)
         psycopg.InterfaceError,
         redis.exceptions.ConnectionError,

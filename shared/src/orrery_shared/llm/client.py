@@ -210,6 +210,13 @@ class LLMClient:
         for client in clients.values():
             await client.close()
 
+    def open_routed_providers(self) -> None:
+        """Create the SDK client of every provider a route names now, at startup: building one (its TLS
+        context above all) takes ~0.1 s, which the first request after a start would otherwise wait out."""
+        for entries in self.settings.routes.values():
+            for entry in entries:
+                self.openai_client(entry.provider)
+
     def openai_client(self, provider: str) -> AsyncOpenAI:
         """The SDK client of `provider`, created on first use."""
         client = self._openai.get(provider)
