@@ -110,3 +110,19 @@ async def test_a_broken_connection_is_not_returned_to_the_pool(scratch_db: Datab
     async with scratch_db.direct_transaction() as tx:
         assert await tx.row("SELECT 1 AS one", {}) is not None
     assert scratch_db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+async def test_a_transaction_cancelled_mid_statement_leaves_the_pool_usable(scratch_db: Database) -> None:
+    async def slow() -> None:
+        async with scratch_db.direct_transaction() as tx:
+            await tx.execute("SELECT pg_sleep(5)", {})
+
+    task = asyncio.create_task(slow())
+    await asyncio.sleep(0.3)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(6):  # more than the pool holds: every connection handed out works
+        async with scratch_db.direct_transaction() as tx:
+            assert (await tx.row("SELECT 1 AS one", {})).one == 1
+    assert scratch_db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
