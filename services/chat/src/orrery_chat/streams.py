@@ -54,10 +54,13 @@ class TokenStream:
         self._pending.append(text)
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_pending())
-            # Let the write go out before reading on: deltas already received are read without yielding to
-            # the loop, so a fast provider's whole reply would otherwise be parsed before its first delta
-            # left for Redis.
-            await asyncio.sleep(0)
+            # Deltas already received are read without yielding to the loop, so a fast provider's whole reply
+            # would be parsed before its first delta left for Redis. The first is seen written before reading
+            # on (the reply's time to first token is what users feel); later ones are sent before reading on.
+            if self.first_delta_at is None:
+                await self._writer
+            else:
+                await asyncio.sleep(0)
 
     async def _write_pending(self) -> None:
         while self._pending:

@@ -15,6 +15,7 @@ class RecordingRedis:
     def __init__(self, progress: list[int]) -> None:
         self.progress = progress
         self.writes: list[tuple[int, list[str]]] = []
+        self.completed_at: list[int] = []  # how far reading had got when each write's reply arrived
 
     def pipeline(self, transaction: bool = False) -> Any:
         return _Pipeline(self)
@@ -37,6 +38,7 @@ class _Pipeline:
     async def execute(self) -> list[int]:
         self.redis.writes.append((len(self.redis.progress), self.texts))
         await asyncio.sleep(0.001)  # the round trip
+        self.redis.completed_at.append(len(self.redis.progress))
         return [0] * self.commands
 
 
@@ -57,6 +59,8 @@ async def test_the_first_delta_is_written_before_the_rest_of_an_already_received
 
     first_write_at, first_texts = redis.writes[0]
     assert (first_write_at, first_texts) == (1, ["t0 "])  # sent while only the first delta had been read
+    assert redis.completed_at[0] == 1  # and written before the second was read
+    assert redis.writes[1][0] == 2  # the next write leaves as soon as the next delta is read
     assert [t for _, texts in redis.writes for t in texts] == [f"t{i} " for i in range(100)]
     assert len(redis.writes) < 100  # the rest went in batches while writes were in flight
     assert stream.time_to_first_delta is not None
