@@ -126,3 +126,20 @@ async def test_a_transaction_cancelled_mid_statement_leaves_the_pool_usable(scra
         async with scratch_db.direct_transaction() as tx:
             assert (await tx.row("SELECT 1 AS one", {})).one == 1
     assert scratch_db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+async def test_statements_commit_on_their_own_and_the_connection_goes_back_as_it_came(scratch_db: Database) -> None:
+    async with scratch_db.direct_statements() as statements:
+        await statements.execute(INSERT_PROBE, {"id": uuid4(), "label": "on its own"})
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            same = uuid4()
+            await statements.execute(INSERT_PROBE, {"id": same, "label": "first"})
+            await statements.execute(INSERT_PROBE, {"id": same, "label": "again"})
+        with pytest.raises(RuntimeError, match="transaction"):
+            await statements.publish(UserRegistered(user_id=uuid4(), username="cy", is_guest=True))
+    # Each statement committed by itself: the failed one took nothing with it.
+    assert await _labels(scratch_db) == ["first", "on its own"]
+    assert await _outbox_topics(scratch_db) == []
+    async with scratch_db.engine.connect() as conn:
+        driver = (await conn.get_raw_connection()).driver_connection
+        assert driver.autocommit is False  # the pool's other users get a transactional connection

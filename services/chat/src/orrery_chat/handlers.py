@@ -164,6 +164,9 @@ async def _begin_with_patience(event: ChatTurnRequested, deps: ChatDeps) -> Turn
     deadline = time.monotonic() + deps.character_wait_s
     while True:
         try:
+            started = await begin_in_one_statement(event, deps)
+            if started is not None:
+                return started
             async with deps.db.direct_transaction() as tx:
                 return await begin_turn(tx, event, deps.personas)
         except CharacterUnknown:
@@ -172,24 +175,36 @@ async def _begin_with_patience(event: ChatTurnRequested, deps: ChatDeps) -> Turn
             await asyncio.sleep(0.2)
 
 
+async def begin_in_one_statement(event: ChatTurnRequested, deps: ChatDeps) -> TurnContext | None:
+    """The common case, a next turn with a known character in the user's own conversation, as one statement
+    committed on its own (no BEGIN and COMMIT round trips); None, having changed nothing, for any other case,
+    which `begin_turn` then handles."""
+    persona = deps.personas.get(event.character_id)
+    if persona is None or not persona.visible_to(event.user_id):
+        return None  # begin_turn reads the character and checks it
+    async with deps.db.direct_statements() as statements:
+        fresh = await sql.start_turn_if_new(
+            statements,
+            turn_id=event.turn_id,
+            conversation_id=event.conversation_id,
+            user_id=event.user_id,
+            character_id=event.character_id,
+            message_id=uuid4(),
+            content=event.content,
+            client_msg_id=event.client_msg_id,
+        )
+    if fresh is None:
+        return None
+    started, history = fresh
+    user_message = history[-1]
+    history = [m for m in history if m.seq <= user_message.seq]
+    return TurnContext(event, started.project_id, persona, started.memory, history, user_message, False)
+
+
 async def begin_turn(
     tx: DirectTransaction, event: ChatTurnRequested, personas: PersonaCache
 ) -> TurnContext | FinishedTurn:
     """Record the user's message and the turn (first delivery), or find out how far an earlier delivery got."""
-    fresh = await sql.start_turn_if_new(
-        tx,
-        turn_id=event.turn_id,
-        conversation_id=event.conversation_id,
-        user_id=event.user_id,
-        message_id=uuid4(),
-        content=event.content,
-        client_msg_id=event.client_msg_id,
-    )
-    if fresh is not None:  # the common case, done in one statement; an exception below rolls it back
-        started, history = fresh
-        persona = await _visible_persona(tx, started.character_id, event.user_id, personas)
-        return TurnContext(event, started.project_id, persona, started.memory, history, history[-1], False)
-    # A first turn, a redelivery, or someone else's conversation: look before writing.
     locked = await sql.conversation_and_turn_for_update(tx, event.conversation_id, event.turn_id)
     # No conversation yet means no turn of it either (deleting a conversation deletes its turns).
     conversation, turn = locked if locked is not None else (None, None)

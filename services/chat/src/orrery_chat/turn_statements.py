@@ -68,12 +68,14 @@ WITH bumped AS (
 _APPEND = _append()
 
 # A new turn in a conversation the user owns, all in one statement; it changes nothing (and returns no rows)
-# when the conversation does not exist yet, is someone else's, or the turn was started by an earlier delivery.
+# when the conversation does not exist yet, is someone else's, is with another character than the caller
+# expects, or the turn was started by an earlier delivery.
 # Each row is a message (the conversation's unsummarised ones, the new one last) with the conversation beside it.
 _START_TURN_IF_NEW = (
     _append(
         condition=(
-            " AND user_id = %(user_id)s::uuid AND NOT EXISTS (SELECT 1 FROM turns WHERE turn_id = %(turn_id)s::uuid)"
+            " AND user_id = %(user_id)s::uuid AND character_id = %(character_id)s::uuid"
+            " AND NOT EXISTS (SELECT 1 FROM turns WHERE turn_id = %(turn_id)s::uuid)"
         ),
         returning=", character_id, project_id, memory_summary, memory_upto_seq",
     )
@@ -247,15 +249,16 @@ async def start_turn_if_new(
     turn_id: UUID,
     conversation_id: UUID,
     user_id: UUID,
+    character_id: UUID,
     message_id: UUID,
     content: str,
     client_msg_id: str | None,
 ) -> tuple[ConversationState, list[StoredMessage]] | None:
-    """The common case in one round trip: the user's conversation exists and this is the turn's first delivery.
-    Appends the user's message, records the turn as processing and returns the conversation and its
-    unsummarised messages, the new one last; None (having changed nothing) in any other case."""
+    """The common case in one statement: the user's conversation with `character_id` exists and this is the
+    turn's first delivery. Appends the user's message, records the turn as processing and returns the
+    conversation and its unsummarised messages, the new one last; None (having changed nothing) otherwise."""
     params = _message_params(message_id, conversation_id, "user", content, "complete", turn_id, client_msg_id)
-    rows = await tx.rows(_START_TURN_IF_NEW, {**params, "user_id": user_id})
+    rows = await tx.rows(_START_TURN_IF_NEW, {**params, "user_id": user_id, "character_id": character_id})
     if not rows:
         return None
     first = rows[0]
@@ -265,7 +268,7 @@ async def start_turn_if_new(
     if len(history) != first.last_seq - memory.upto_seq:
         # The messages were read from the statement's snapshot, taken before it had the conversation's lock: a
         # message committed meanwhile (another process finishing the previous turn during a rebalance) is
-        # missing. Now that the lock is held, a new read has it.
+        # missing. A new read has it (messages never change, and later ones are left out by seq).
         history = await messages_after(tx, conversation_id, memory.upto_seq)
     return conversation, history
 

@@ -13,8 +13,7 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client import REGISTRY
 
-from orrery_chat.handlers import ChatDeps, TurnContext, begin_turn
-from orrery_chat.personas import PersonaCache
+from orrery_chat.handlers import ChatDeps, TurnContext, begin_in_one_statement
 from orrery_shared.events import ChatTurnCompleted, ChatTurnFailed, ChatTurnRequested, UserMerged
 from orrery_shared.kafka import publish_event
 from services.chat.tests.integration.harness import Client, deltas
@@ -310,11 +309,7 @@ async def test_a_message_committed_while_a_turn_waits_for_the_conversation_is_in
             content="Second words.",
         )
 
-        async def begin() -> object:
-            async with deps.db.direct_transaction() as tx:
-                return await begin_turn(tx, turn, PersonaCache())
-
-        started = asyncio.create_task(begin())
+        started = asyncio.create_task(begin_in_one_statement(turn, deps))
         await asyncio.sleep(0.3)
         assert not started.done()  # waiting for the lock
         await other.commit()

@@ -114,6 +114,25 @@ class Database:
             for callback in self._on_commit:
                 callback()
 
+    @asynccontextmanager
+    async def direct_statements(self) -> AsyncIterator[DirectTransaction]:
+        """Statements on the driver's connection, each committed on its own (autocommit).
+
+        For a unit of work that is a single statement, this costs its one round trip, where a transaction
+        adds BEGIN and COMMIT. Publishing is refused: an event must commit with its change."""
+        async with self.engine.connect() as conn:
+            driver = (await conn.get_raw_connection()).driver_connection
+            assert isinstance(driver, psycopg.AsyncConnection)
+            await driver.set_autocommit(True)
+            try:
+                yield DirectTransaction(driver, autocommit=True)
+            except psycopg.OperationalError:
+                await conn.invalidate()  # a broken connection must not go back to the pool
+                raise
+            finally:
+                if not driver.closed:
+                    await driver.set_autocommit(False)  # as the pool's other users expect it
+
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
             await conn.execute(sa.text("SELECT 1"))

@@ -26,10 +26,13 @@ INSERT_OUTBOX = (
 
 
 class DirectTransaction:
-    """One transaction: statements with `%(name)s` parameters, rows as named tuples, events to publish."""
+    """One transaction: statements with `%(name)s` parameters, rows as named tuples, events to publish.
 
-    def __init__(self, conn: AsyncConnection[Any]) -> None:
+    With `autocommit`, each statement is a transaction of its own (see `Database.direct_statements`)."""
+
+    def __init__(self, conn: AsyncConnection[Any], *, autocommit: bool = False) -> None:
         self.conn = conn
+        self.autocommit = autocommit
         self.published: list[Event] = []
 
     async def rows(self, sql: str, params: dict[str, Any]) -> list[Any]:
@@ -49,6 +52,8 @@ class DirectTransaction:
 
     async def publish(self, event: Event) -> None:
         """Record `event` in the outbox; it reaches Kafka only if this transaction commits."""
+        if self.autocommit:
+            raise RuntimeError("an event is published with the change it describes, in a transaction")
         row = outbox_row(event)
         await self.execute(INSERT_OUTBOX, {**row, "headers": Jsonb(row["headers"])})
         self.published.append(event)
