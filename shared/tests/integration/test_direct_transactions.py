@@ -143,3 +143,20 @@ async def test_statements_commit_on_their_own_and_the_connection_goes_back_as_it
     async with scratch_db.engine.connect() as conn:
         driver = (await conn.get_raw_connection()).driver_connection
         assert driver.autocommit is False  # the pool's other users get a transactional connection
+
+
+async def test_a_statement_cancelled_mid_flight_leaves_the_pool_usable(scratch_db: Database) -> None:
+    async def slow() -> None:
+        async with scratch_db.direct_statements() as statements:
+            await statements.execute("SELECT pg_sleep(5)", {})
+
+    task = asyncio.create_task(slow())
+    await asyncio.sleep(0.3)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(6):  # more than the pool holds: every connection handed out works, in a transaction
+        async with scratch_db.direct_transaction() as tx:
+            assert tx.conn.autocommit is False
+            assert (await tx.row("SELECT 1 AS one", {})).one == 1
+    assert scratch_db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]

@@ -196,9 +196,7 @@ async def begin_in_one_statement(event: ChatTurnRequested, deps: ChatDeps) -> Tu
     if fresh is None:
         return None
     started, history = fresh
-    user_message = history[-1]
-    history = [m for m in history if m.seq <= user_message.seq]
-    return TurnContext(event, started.project_id, persona, started.memory, history, user_message, False)
+    return TurnContext(event, started.project_id, persona, started.memory, history, history[-1], False)
 
 
 async def begin_turn(

@@ -265,11 +265,13 @@ async def start_turn_if_new(
     memory = Memory(first.memory_summary, first.memory_upto_seq)
     conversation = ConversationState(conversation_id, user_id, first.character_id, first.project_id, memory)
     history = [stored_from_row(row) for row in rows]
-    if len(history) != first.last_seq - memory.upto_seq:
+    new_seq = first.last_seq  # the user's message's
+    if len(history) != new_seq - memory.upto_seq:
         # The messages were read from the statement's snapshot, taken before it had the conversation's lock: a
         # message committed meanwhile (another process finishing the previous turn during a rebalance) is
-        # missing. A new read has it (messages never change, and later ones are left out by seq).
-        history = await messages_after(tx, conversation_id, memory.upto_seq)
+        # missing. A new read has it; messages never change, and any appended since this one are left out.
+        later_read = await messages_after(tx, conversation_id, memory.upto_seq)
+        history = [m for m in later_read if m.seq <= new_seq]
     return conversation, history
 
 

@@ -100,16 +100,9 @@ class Database:
     @asynccontextmanager
     async def direct_transaction(self) -> AsyncIterator[DirectTransaction]:
         """A transaction run on the driver's connection (see `orrery_shared.db.direct`); same commit rules."""
-        async with self.engine.connect() as conn:
-            driver = (await conn.get_raw_connection()).driver_connection
-            assert isinstance(driver, psycopg.AsyncConnection)
-            try:
-                async with driver.transaction():
-                    tx = DirectTransaction(driver)
-                    yield tx
-            except psycopg.OperationalError:
-                await conn.invalidate()  # a broken connection must not go back to the pool
-                raise
+        async with self._driver_connection() as driver, driver.transaction():
+            tx = DirectTransaction(driver)
+            yield tx
         if tx.published:
             for callback in self._on_commit:
                 callback()
@@ -120,18 +113,25 @@ class Database:
 
         For a unit of work that is a single statement, this costs its one round trip, where a transaction
         adds BEGIN and COMMIT. Publishing is refused: an event must commit with its change."""
-        async with self.engine.connect() as conn:
-            driver = (await conn.get_raw_connection()).driver_connection
-            assert isinstance(driver, psycopg.AsyncConnection)
+        async with self._driver_connection() as driver:
             await driver.set_autocommit(True)
             try:
                 yield DirectTransaction(driver, autocommit=True)
-            except psycopg.OperationalError:
-                await conn.invalidate()  # a broken connection must not go back to the pool
-                raise
             finally:
                 if not driver.closed:
                     await driver.set_autocommit(False)  # as the pool's other users expect it
+
+    @asynccontextmanager
+    async def _driver_connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """psycopg's own connection, taken from the pool and given back to it (or dropped, when broken)."""
+        async with self.engine.connect() as conn:
+            driver = (await conn.get_raw_connection()).driver_connection
+            assert isinstance(driver, psycopg.AsyncConnection)
+            try:
+                yield driver
+            except psycopg.OperationalError:
+                await conn.invalidate()  # a broken connection must not go back to the pool
+                raise
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
