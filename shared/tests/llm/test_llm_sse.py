@@ -57,6 +57,21 @@ async def test_a_data_field_over_several_lines_is_one_chunk_and_crlf_is_accepted
     assert [chunk_text(c) for c in chunks] == [("a", "stop")]
 
 
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n", b"\r"], ids=["lf", "crlf", "cr"])
+async def test_every_line_ending_is_understood_even_when_the_body_is_cut_between_its_bytes(newline: bytes) -> None:
+    events = [
+        b": comment",
+        b'data: {"choices":[{"delta":{"content":"one"}}]}',
+        b'event: message\ndata: {"choices":[{"delta":\ndata: {"content":"two"}}]}',
+        b"id: 7",  # an event without data is no chunk
+        b'data: {"choices":[{"delta":{"content":"three"}}]}',  # the body's last event, without [DONE]
+    ]
+    raw = b"".join(event.replace(b"\n", newline) + newline * 2 for event in events)
+    for size in (1, 2, 3, len(raw)):
+        body = Body([raw[i : i + size] for i in range(0, len(raw), size)])
+        assert [chunk_text(c)[0] for c in await read(body)] == ["one", "two", "three"], size
+
+
 async def test_an_error_sent_inside_the_stream_raises_the_sdk_error_with_the_providers_message() -> None:
     raw = delta("partial") + b'event: error\ndata: {"error": {"message": "overloaded", "type": "server"}}\n\n'
     stream = ChunkStream(httpx2.Response(200, stream=Body([raw]), request=REQUEST))

@@ -141,6 +141,8 @@ class Stub:
             "path": request.url.path,
             "headers": dict(request.headers),
             "body": body,
+            # Which connection it came on: whether a client reuses its connections is visible from outside.
+            "client": f"{request.client.host}:{request.client.port}" if request.client else None,
         }
         if isinstance(body, dict):
             entry["model"] = body.get("model")

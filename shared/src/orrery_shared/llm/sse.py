@@ -25,10 +25,8 @@ STREAMED_BODY_HEADERS = {RAW_RESPONSE_HEADER: "stream"}
 DRAIN_SECONDS = 1.0  # how long the rest of a body after `[DONE]` may take before its connection is dropped
 
 
-def _stream_error(payload: object, request: httpx2.Request) -> openai.APIError | None:
-    """The provider's in-stream error, as the SDK raises it, if `payload` is one."""
-    if not isinstance(payload, Mapping) or not payload.get("error"):
-        return None
+def _stream_error(payload: Mapping[str, Any], request: httpx2.Request) -> openai.APIError:
+    """The provider's in-stream error (`payload["error"]`), as the SDK raises it."""
     error = payload["error"]
     message = error.get("message") if isinstance(error, Mapping) else None
     if not isinstance(message, str) or not message:
@@ -49,10 +47,30 @@ class ChunkStream:
         await self.response.aclose()
 
     async def _chunks(self) -> AsyncIterator[dict[str, Any]]:
+        # One generator from bytes to chunks: a reply is dozens of small chunks, and each layer of iteration or
+        # line splitting between the socket and the caller costs more than decoding the chunk itself.
         request = self.response.request
+        pieces = self.response.aiter_bytes()
+        events = EventSplitter()
         try:
-            async for chunk in self._events():
-                yield chunk
+            while True:
+                piece = await anext(pieces, None)
+                for data in events.feed(piece) if piece is not None else events.end():
+                    if data.startswith(b"[DONE]"):
+                        await _read_to_end(pieces)
+                        return
+                    try:
+                        payload = json.loads(data)
+                    except ValueError:
+                        raise openai.APIError(
+                            "the provider sent a malformed stream chunk", request=request, body=None
+                        ) from None
+                    if isinstance(payload, dict):
+                        if payload.get("error"):
+                            raise _stream_error(payload, request)
+                        yield payload
+                if piece is None:
+                    return
         except httpx2.TimeoutException:
             raise openai.APITimeoutError(request=request) from None
         except httpx2.TransportError as error:
@@ -61,57 +79,53 @@ class ChunkStream:
         finally:
             await self.response.aclose()
 
-    async def _events(self) -> AsyncIterator[dict[str, Any]]:
-        event = _Event()
-        lines = self.response.aiter_lines()
-        async for line in lines:
-            if line:
-                event.take(line)
-                continue
-            if not event.data:
-                event = _Event()
-                continue
-            data = "\n".join(event.data)
-            if data.startswith("[DONE]"):
-                await _read_to_end(lines)
-                return
-            try:
-                payload = json.loads(data)
-            except ValueError:
-                raise openai.APIError(
-                    "the provider sent a malformed stream chunk", request=self.response.request, body=None
-                ) from None
-            error = _stream_error(payload, self.response.request)
-            if error is not None:
-                raise error
-            if isinstance(payload, dict):
-                yield payload
-            event = _Event()
 
-
-async def _read_to_end(lines: AsyncIterator[str]) -> None:
+async def _read_to_end(pieces: AsyncIterator[bytes]) -> None:
     """Read what follows `[DONE]` (the body's end, normally already here) so the connection can be reused: a
     response closed before its end takes its connection with it, and the next request opens a new one. A
     provider that keeps sending costs only that connection."""
     with contextlib.suppress(TimeoutError, httpx2.HTTPError):
         async with asyncio.timeout(DRAIN_SECONDS):
-            async for _ in lines:
+            async for _ in pieces:
                 pass
 
 
-class _Event:
-    """The data lines of one event being read (https://html.spec.whatwg.org/multipage/server-sent-events.html)."""
+class EventSplitter:
+    """Splits a body, fed in pieces cut anywhere, into the data of its events
+    (https://html.spec.whatwg.org/multipage/server-sent-events.html): lines end in CRLF, LF or CR, an empty line
+    ends an event, its `data` lines are joined by LF, comments and other fields are dropped, and an event
+    without data is skipped."""
 
     def __init__(self) -> None:
-        self.data: list[str] = []
+        self._rest = b""
 
-    def take(self, line: str) -> None:
-        if line.startswith(":"):
-            return  # a comment (keep-alive)
-        field, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if field == "data":  # the event's name does not matter: an error is recognised by its payload
-            self.data.append(value)
+    def feed(self, piece: bytes) -> list[bytes]:
+        text = self._rest + piece if self._rest else piece
+        held_cr = b""
+        if b"\r" in text:
+            if text.endswith(b"\r"):  # maybe the first half of a CRLF: decide once the next piece is here
+                text, held_cr = text[:-1], b"\r"
+            text = text.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        blocks = text.split(b"\n\n")
+        self._rest = blocks.pop() + held_cr
+        found = []
+        for block in blocks:
+            if block.startswith(b"data: ") and b"\n" not in block:
+                found.append(block[6:])  # what providers send: one data line per event
+                continue
+            data = [
+                value.removeprefix(b" ")
+                for field, _, value in (line.partition(b":") for line in block.split(b"\n"))
+                if field == b"data"
+            ]
+            if data:
+                found.append(b"\n".join(data))
+        return found
+
+    def end(self) -> list[bytes]:
+        """The body has ended: a CR held back was a line's end after all."""
+        rest, self._rest = self._rest, b""
+        return self.feed(rest[:-1] + b"\n") if rest.endswith(b"\r") else []
 
 
 def chunk_text(chunk: Mapping[str, Any]) -> tuple[str, str | None]:
