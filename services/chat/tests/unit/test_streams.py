@@ -25,11 +25,8 @@ class _Pipeline:
     def __init__(self, redis: RecordingRedis) -> None:
         self.redis, self.texts, self.commands = redis, [], 0
 
-    def xadd(self, key: str, fields: dict[str, Any]) -> None:
-        self.texts.append(fields["text"])
-        self.commands += 1
-
-    def expire(self, key: str, ttl: int) -> None:
+    def eval(self, script: str, keys: int, key: str, seq: int, ttl: int, *texts: str) -> None:
+        self.texts.extend(texts)
         self.commands += 1
 
     def exists(self, key: str) -> None:
