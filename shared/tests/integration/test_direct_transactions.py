@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from orrery_shared.db import Database
+from orrery_shared.db.direct import OUTBOX_COLUMNS, OUTBOX_VALUES
 from orrery_shared.events import UserRegistered
 from tests.support.infra import Infra
 
@@ -143,6 +144,31 @@ async def test_statements_commit_on_their_own_and_the_connection_goes_back_as_it
     async with scratch_db.engine.connect() as conn:
         driver = (await conn.get_raw_connection()).driver_connection
         assert driver.autocommit is False  # the pool's other users get a transactional connection
+
+
+async def test_a_statement_that_writes_its_own_outbox_row_publishes_on_its_own(scratch_db: Database) -> None:
+    woken: list[bool] = []
+    scratch_db.on_events_committed(lambda: woken.append(True))
+    insert_and_publish = (
+        f"WITH added AS ({INSERT_PROBE} ON CONFLICT DO NOTHING RETURNING label), "
+        f"published AS (INSERT INTO {OUTBOX_COLUMNS} SELECT {OUTBOX_VALUES} FROM added) "
+        "SELECT label FROM added"
+    )
+    event = UserRegistered(user_id=uuid4(), username="di", is_guest=False)
+    probe = uuid4()
+    async with scratch_db.direct_statements() as statements:
+        row = await statements.row_publishing(insert_and_publish, {"id": probe, "label": "with event"}, event)
+        assert row.label == "with event"
+        # A statement whose change does not happen writes no event either.
+        again = UserRegistered(user_id=uuid4(), username="di", is_guest=False)
+        assert await statements.row_publishing(insert_and_publish, {"id": probe, "label": "dup"}, again) is None
+    assert await _labels(scratch_db) == ["with event"]
+    assert woken == [True]  # the relay is told once the statements are done
+    async with scratch_db.engine.connect() as conn:
+        row = (await conn.execute(sa.text("SELECT event_id, key, payload, headers FROM outbox"))).one()
+    assert row.event_id == event.event_id and row.key == event.partition_key()
+    assert UserRegistered.model_validate_json(row.payload) == event
+    assert row.headers["x-event-type"] == event.type
 
 
 async def test_a_statement_cancelled_mid_flight_leaves_the_pool_usable(scratch_db: Database) -> None:

@@ -305,34 +305,35 @@ def _estimated_usage(messages: list[dict[str, str]], text: str, count: TokenCoun
 
 async def _complete(ctx: TurnContext, deps: ChatDeps, text: str, status: str, usage: TokenUsage) -> StoredMessage:
     event = ctx.event
-    async with deps.db.direct_transaction() as tx:
-        assistant = await sql.finish_turn(
-            tx,
+    reply = MessageRecord(message_id=uuid4(), content=text, created_at=datetime.now(UTC))
+    completed = ChatTurnCompleted(
+        correlation_id=str(event.turn_id),
+        turn_id=event.turn_id,
+        conversation_id=event.conversation_id,
+        user_id=event.user_id,
+        character_id=ctx.persona.character_id,
+        project_id=ctx.project_id,
+        user_message=_record(ctx.user_message),
+        assistant_message=reply,
+        status="complete" if status == "complete" else "cancelled",
+        usage=usage,
+    )
+    # One statement, committed on its own: the reply, the turn's end and the event (no BEGIN and COMMIT).
+    async with deps.db.direct_statements() as statements:
+        return await sql.finish_turn(
+            statements,
             turn_id=event.turn_id,
             conversation_id=event.conversation_id,
-            message_id=uuid4(),
+            message_id=reply.message_id,
             content=text,
             status=status,
             turn_status="completed" if status == "complete" else status,
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
             model=usage.model,
+            created_at=reply.created_at,
+            event=completed,
         )
-        await tx.publish(
-            ChatTurnCompleted(
-                correlation_id=str(event.turn_id),
-                turn_id=event.turn_id,
-                conversation_id=event.conversation_id,
-                user_id=event.user_id,
-                character_id=ctx.persona.character_id,
-                project_id=ctx.project_id,
-                user_message=_record(ctx.user_message),
-                assistant_message=_record(assistant),
-                status="complete" if status == "complete" else "cancelled",
-                usage=usage,
-            )
-        )
-    return assistant
 
 
 def _record(message: StoredMessage) -> MessageRecord:

@@ -9,12 +9,14 @@ column's type.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, NamedTuple
 from uuid import UUID
 
 from orrery_chat.domain import Memory, Persona, StoredMessage
 from orrery_chat.repository import persona_from_row, stored_from_row
-from orrery_shared.db.direct import DirectTransaction
+from orrery_shared.db.direct import OUTBOX_COLUMNS, OUTBOX_VALUES, DirectTransaction
+from orrery_shared.events import Event
 
 _MESSAGE_COLUMNS = "message_id, seq, role, content, status, created_at"
 
@@ -46,12 +48,13 @@ RETURNING conversation_id, user_id, character_id, project_id, memory_summary, me
 
 
 # The row update waits for the conversation's lock, then numbers the message; `created_at` is the time the
-# conversation last changed, so a conversation's last_message_at is its last message's created_at.
-def _append(condition: str = "", returning: str = "") -> str:
+# conversation last changed (`at`, the transaction's start unless given), so a conversation's last_message_at is
+# its last message's created_at.
+def _append(condition: str = "", returning: str = "", at: str = "now()") -> str:
     return f"""
 WITH bumped AS (
     UPDATE conversations
-    SET last_seq = last_seq + 1, message_count = message_count + 1, last_message_at = now(), status = 'active'
+    SET last_seq = last_seq + 1, message_count = message_count + 1, last_message_at = {at}, status = 'active'
     WHERE conversation_id = %(conversation_id)s::uuid{condition}
     RETURNING last_seq, last_message_at{returning}
 ), appended AS (
@@ -113,13 +116,17 @@ ORDER BY seq
 """
 )
 
+# The reply, the turn's end and its completed event in one statement, so it commits on its own. The event was
+# built before the statement, so the reply's time is given (when its stream ended) rather than taken here.
 _APPEND_FINISHING_TURN = (
-    _APPEND
+    _append(at="%(created_at)s::timestamptz")
     + f""", finished AS (
     UPDATE turns
     SET status = %(turn_status)s::text, assistant_message_id = %(message_id)s::uuid, failure = NULL,
         finished_at = now()
     WHERE turn_id = %(turn_id)s::uuid
+), published AS (
+    INSERT INTO {OUTBOX_COLUMNS} SELECT {OUTBOX_VALUES} FROM appended
 )
 SELECT {_MESSAGE_COLUMNS} FROM appended
 """
@@ -304,11 +311,16 @@ async def finish_turn(
     prompt_tokens: int,
     completion_tokens: int,
     model: str,
+    created_at: datetime,
+    event: Event,
 ) -> StoredMessage:
-    """Append the assistant's reply and record the turn as finished with it."""
+    """Append the assistant's reply, created at `created_at`, record the turn as finished with it and publish
+    `event`, all in one statement."""
     params = _message_params(message_id, conversation_id, "assistant", content, status, turn_id)
     params |= {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "model": model}
-    row = await tx.row(_APPEND_FINISHING_TURN, {**params, "turn_status": turn_status})
+    row = await tx.row_publishing(
+        _APPEND_FINISHING_TURN, {**params, "turn_status": turn_status, "created_at": created_at}, event
+    )
     assert row is not None
     return stored_from_row(row)
 

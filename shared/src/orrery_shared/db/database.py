@@ -112,14 +112,19 @@ class Database:
         """Statements on the driver's connection, each committed on its own (autocommit).
 
         For a unit of work that is a single statement, this costs its one round trip, where a transaction
-        adds BEGIN and COMMIT. Publishing is refused: an event must commit with its change."""
+        adds BEGIN and COMMIT. `publish` is refused, since an event must commit with its change; a statement that
+        writes its event's outbox row itself can (`DirectTransaction.row_publishing`)."""
         async with self._driver_connection() as driver:
             await driver.set_autocommit(True)
             try:
-                yield DirectTransaction(driver, autocommit=True)
+                statements = DirectTransaction(driver, autocommit=True)
+                yield statements
             finally:
                 if not driver.closed:
                     await driver.set_autocommit(False)  # as the pool's other users expect it
+        if statements.published:
+            for callback in self._on_commit:
+                callback()
 
     @asynccontextmanager
     async def _driver_connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:

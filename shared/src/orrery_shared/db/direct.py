@@ -19,10 +19,26 @@ from psycopg.types.json import Jsonb
 from orrery_shared.db.outgoing import outbox_row
 from orrery_shared.events import Event
 
-INSERT_OUTBOX = (
-    "INSERT INTO outbox (event_id, topic, key, payload, headers) "
-    "VALUES (%(event_id)s, %(topic)s, %(key)s, %(payload)s, %(headers)s)"
+# An event's outbox row as a statement's own part: `INSERT INTO outbox ... SELECT OUTBOX_VALUES FROM <source>` in a
+# WITH query writes it exactly when its source has rows, in the statement that makes the change it describes.
+OUTBOX_COLUMNS = "outbox (event_id, topic, key, payload, headers)"
+OUTBOX_VALUES = (
+    "%(outbox_event_id)s::uuid, %(outbox_topic)s::text, %(outbox_key)s::text, %(outbox_payload)s::text, "
+    "%(outbox_headers)s::jsonb"
 )
+INSERT_OUTBOX = f"INSERT INTO {OUTBOX_COLUMNS} VALUES ({OUTBOX_VALUES})"
+
+
+def outbox_params(event: Event) -> dict[str, Any]:
+    """The parameters OUTBOX_VALUES names, for `event`."""
+    row = outbox_row(event)
+    return {
+        "outbox_event_id": row["event_id"],
+        "outbox_topic": row["topic"],
+        "outbox_key": row["key"],
+        "outbox_payload": row["payload"],
+        "outbox_headers": Jsonb(row["headers"]),
+    }
 
 
 class DirectTransaction:
@@ -54,6 +70,12 @@ class DirectTransaction:
         """Record `event` in the outbox; it reaches Kafka only if this transaction commits."""
         if self.autocommit:
             raise RuntimeError("an event is published with the change it describes, in a transaction")
-        row = outbox_row(event)
-        await self.execute(INSERT_OUTBOX, {**row, "headers": Jsonb(row["headers"])})
+        await self.execute(INSERT_OUTBOX, outbox_params(event))
         self.published.append(event)
+
+    async def row_publishing(self, sql: str, params: dict[str, Any], event: Event) -> Any:
+        """Run `sql`, a statement that writes `event`'s outbox row itself (see OUTBOX_VALUES), and return its
+        first row. The event commits with the change as one statement, so this works in autocommit too."""
+        row = await self.row(sql, {**params, **outbox_params(event)})
+        self.published.append(event)
+        return row
