@@ -286,8 +286,10 @@ async def _generate(ctx: TurnContext, deps: ChatDeps, stream: TokenStream, cance
     status = "cancelled" if cancelled else "complete"
     assistant = await _complete(ctx, deps, reply.text, status, usage)
     await stream.done(assistant.message_id, status)
-    # Folding memory calls the LLM; doing it beside the lane lets the conversation's next turn start now.
-    deps.spawn(update_memory(ctx, assistant, deps))
+    # Folding memory calls the LLM; doing it beside the lane lets the conversation's next turn start now. Most
+    # turns have nothing to fold, which is known without a task of its own.
+    if _fold_due(ctx, assistant, deps):
+        deps.spawn(update_memory(ctx, assistant, deps))
 
 
 def _usage(result: ChatResult) -> TokenUsage:
@@ -369,12 +371,15 @@ def _failed(event: ChatTurnRequested, reason: str, retryable: bool) -> ChatTurnF
 # --- memory -------------------------------------------------------------------------------------------
 
 
-async def update_memory(ctx: TurnContext, assistant: StoredMessage, deps: ChatDeps) -> None:
-    """Fold the oldest messages into the rolling summary once the recent window outgrows its budget."""
+def _fold_due(ctx: TurnContext, assistant: StoredMessage, deps: ChatDeps) -> bool:
+    """Whether the recent window has outgrown its budget by the memory this turn started from (a newer memory
+    leaves even less to fold)."""
     recent = [m for m in [*ctx.history, assistant] if m.seq > ctx.memory.upto_seq]
-    if not messages_to_fold(recent, ctx.memory, deps.policy, deps.count):
-        # Nothing to fold even by the memory this turn started from; a newer one leaves even less.
-        return
+    return bool(messages_to_fold(recent, ctx.memory, deps.policy, deps.count))
+
+
+async def update_memory(ctx: TurnContext, assistant: StoredMessage, deps: ChatDeps) -> None:
+    """Fold the oldest messages into the rolling summary (once `_fold_due`)."""
     lock = deps.memory_locks.setdefault(ctx.event.conversation_id, asyncio.Lock())
     async with lock:  # one fold at a time per conversation, each starting from the latest summary
         await _fold(ctx, assistant, deps)

@@ -60,8 +60,9 @@ class ChunkStream:
                         await _read_to_end(pieces)
                         return
                     try:
-                        payload = json.loads(data)
-                    except ValueError:
+                        # As text: given bytes, json.loads first works out their encoding in Python, per chunk.
+                        payload = json.loads(data.decode())
+                    except ValueError:  # UnicodeDecodeError included
                         raise openai.APIError(
                             "the provider sent a malformed stream chunk", request=request, body=None
                         ) from None
