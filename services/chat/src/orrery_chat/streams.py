@@ -30,6 +30,9 @@ return seq
 """
 
 
+BATCH_YIELD = 64  # deltas read in a row without letting their write start
+
+
 def stream_key(turn_id: UUID) -> str:
     return f"turn:{turn_id}"
 
@@ -39,9 +42,9 @@ def cancel_key(turn_id: UUID) -> str:
 
 
 class TokenStream:
-    """Writes one turn's stream. Deltas are written as they come; while one write is in flight, the next
-    deltas gather and go together in one pipelined round trip, which also reads the cancel flag. An idle
-    stream therefore adds one round trip per delta and a busy one far fewer, never holding a delta back.
+    """Writes one turn's stream. Deltas are written as they come; while one write is in flight, or while the
+    deltas of one network read are being read, the next deltas gather and go together in one round trip, which
+    also reads the cancel flag. An idle stream therefore adds one round trip per delta and a busy one far fewer.
     """
 
     def __init__(self, redis: Redis, turn_id: UUID, *, active_ttl: int = 3600, finished_ttl: int = 300) -> None:
@@ -66,17 +69,21 @@ class TokenStream:
             self.seq = int((fields or {})[b"seq"])
 
     async def push(self, text: str) -> None:
-        """Queue a delta for writing now (or with the next batch, if a write is in flight)."""
+        """Queue a delta for writing: the first one now, later ones with whatever else was read meanwhile."""
         self._pending.append(text)
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_pending())
             # Deltas already received are read without yielding to the loop, so a fast provider's whole reply
             # would be parsed before its first delta left for Redis. The first is seen written before reading
-            # on (the reply's time to first token is what users feel); later ones are sent before reading on.
+            # on (the reply's time to first token is what users feel).
             if self.first_delta_at is None:
                 await self._writer
-            else:
-                await asyncio.sleep(0)
+                return
+        # A later delta's write starts once reading waits for the network: the deltas of one network read go
+        # together (one round trip, where yielding here sent the first of them alone), each held back by no more
+        # than reading its neighbours, and never by more than BATCH_YIELD of them.
+        if len(self._pending) % BATCH_YIELD == 0:
+            await asyncio.sleep(0)
 
     async def _write_pending(self) -> None:
         while self._pending:
