@@ -73,7 +73,8 @@ _APPEND = _append()
 # A new turn in a conversation the user owns, all in one statement; it changes nothing (and returns no rows)
 # when the conversation does not exist yet, is someone else's, is with another character than the caller
 # expects, or the turn was started by an earlier delivery.
-# Each row is a message (the conversation's unsummarised ones, the new one last) with the conversation beside it.
+# Each row is a message (the conversation's unsummarised ones, the new one last); the last row carries the
+# conversation too (its summary is the largest value here: once, not once per message).
 _START_TURN_IF_NEW = (
     _append(
         condition=(
@@ -86,13 +87,16 @@ _START_TURN_IF_NEW = (
     INSERT INTO turns (turn_id, conversation_id, status, user_message_id)
     SELECT %(turn_id)s::uuid, %(conversation_id)s::uuid, 'processing', %(message_id)s::uuid FROM appended
 )
-SELECT m.*, b.last_seq, b.character_id, b.project_id, b.memory_summary, b.memory_upto_seq
-FROM (
-    SELECT {_MESSAGE_COLUMNS} FROM messages
+SELECT * FROM (
+    SELECT {_MESSAGE_COLUMNS}, NULL::int AS last_seq, NULL::uuid AS character_id, NULL::uuid AS project_id,
+           NULL::text AS memory_summary, NULL::int AS memory_upto_seq
+    FROM messages
     WHERE conversation_id = %(conversation_id)s::uuid AND seq > (SELECT memory_upto_seq FROM bumped)
     UNION ALL
-    SELECT {_MESSAGE_COLUMNS} FROM appended
-) m CROSS JOIN bumped b
+    SELECT a.message_id, a.seq, a.role, a.content, a.status, a.created_at,
+           b.last_seq, b.character_id, b.project_id, b.memory_summary, b.memory_upto_seq
+    FROM appended a CROSS JOIN bumped b
+) m
 ORDER BY m.seq
 """
 )
@@ -268,11 +272,11 @@ async def start_turn_if_new(
     rows = await tx.rows(_START_TURN_IF_NEW, {**params, "user_id": user_id, "character_id": character_id})
     if not rows:
         return None
-    first = rows[0]
-    memory = Memory(first.memory_summary, first.memory_upto_seq)
-    conversation = ConversationState(conversation_id, user_id, first.character_id, first.project_id, memory)
+    new = rows[-1]  # the user's message, with the conversation
+    memory = Memory(new.memory_summary, new.memory_upto_seq)
+    conversation = ConversationState(conversation_id, user_id, new.character_id, new.project_id, memory)
     history = [stored_from_row(row) for row in rows]
-    new_seq = first.last_seq  # the user's message's
+    new_seq = new.last_seq  # the user's message's
     if len(history) != new_seq - memory.upto_seq:
         # The messages were read from the statement's snapshot, taken before it had the conversation's lock: a
         # message committed meanwhile (another process finishing the previous turn during a rebalance) is
