@@ -52,6 +52,7 @@ def create_app(settings: ChatSettings | None = None) -> FastAPI:
     async def on_merge(event: UserMerged, tx: Transaction) -> None:
         await reown_after_merge(event, tx)
         deps.personas.clear()  # characters changed owners
+        deps.recent.clear()  # and so did conversations
 
     merges = idempotent(runtime.database, f"{group}.merges", on_merge)
     subscribe(runtime.broker, UserMerged, f"{group}.merges", merges)

@@ -28,6 +28,7 @@ from orrery_chat.domain import (
     Memory,
     MemoryPolicy,
     Persona,
+    Prompt,
     StoredMessage,
     TokenCounter,
     build_prompt,
@@ -36,8 +37,9 @@ from orrery_chat.domain import (
     summary_request,
     title_from,
 )
-from orrery_chat.metrics import FIRST_DELTA_SECONDS
+from orrery_chat.metrics import FIRST_DELTA_SECONDS, PROMPT_GUESSES
 from orrery_chat.personas import PersonaCache
+from orrery_chat.recent import RecentConversations
 from orrery_chat.streams import TokenStream
 from orrery_shared.db import Database, Transaction
 from orrery_shared.db.direct import DirectTransaction
@@ -74,6 +76,7 @@ class ChatDeps:
     stream_active_ttl: int = 3600
     stream_finished_ttl: int = 300
     personas: PersonaCache = field(default_factory=PersonaCache)
+    recent: RecentConversations = field(default_factory=RecentConversations)
     background: set[asyncio.Task[None]] = field(default_factory=set)
     memory_locks: weakref.WeakValueDictionary[UUID, asyncio.Lock] = field(default_factory=weakref.WeakValueDictionary)
 
@@ -118,19 +121,75 @@ async def handle_turn(event: ChatTurnRequested, deps: ChatDeps) -> None:
     # Whether the user cancelled before the reply started is read beside the turn's transaction, not after it.
     cancelled_early = asyncio.ensure_future(stream.cancelled())
     cancelled_early.add_done_callback(_retrieve_outcome)  # paths that never await it must not log its error
+    guess = _guess_reply(event, deps, cancelled_early)
     try:
-        await _answer(event, deps, stream, cancelled_early)
+        await _answer(event, deps, stream, cancelled_early, guess)
     finally:
         cancelled_early.cancel()  # a no-op once it is done
+        if guess is not None and not guess.taken:
+            await guess.drop()
 
 
-def _retrieve_outcome(future: asyncio.Future[bool]) -> None:
+def _retrieve_outcome(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()
 
 
+class GuessedReply:
+    """A reply requested from the prompt this process expects (see orrery_chat.recent) while the turn's statement
+    runs: the database's part of the wait is hidden in the LLM's time to first token. It is used only if the
+    prompt built from what the statement returned is the same; otherwise it is dropped before any of its deltas
+    is written anywhere."""
+
+    def __init__(self, prompt: Prompt, reply: ChatStream, cancelled_early: asyncio.Future[bool]) -> None:
+        self.prompt = prompt
+        self.reply = reply
+        self.first = asyncio.ensure_future(self._first_delta(cancelled_early))
+        self.first.add_done_callback(_retrieve_outcome)
+        self.taken = False
+
+    async def _first_delta(self, cancelled_early: asyncio.Future[bool]) -> str | None:
+        """The reply's first delta (None if it has none); a turn cancelled while queued asks the LLM nothing."""
+        if await cancelled_early:
+            return None
+        try:
+            return await self.reply.__anext__()
+        except StopAsyncIteration:
+            return None
+
+    def take(self, prompt: Prompt) -> bool:
+        """Whether the guess is `prompt`, taking it if so."""
+        self.taken = prompt.messages == self.prompt.messages
+        PROMPT_GUESSES.labels("used" if self.taken else "discarded").inc()
+        return self.taken
+
+    async def drop(self) -> None:
+        self.first.cancel()
+        await asyncio.gather(self.first, return_exceptions=True)
+        await self.reply.aclose()
+
+
+def _guess_reply(
+    event: ChatTurnRequested, deps: ChatDeps, cancelled_early: asyncio.Future[bool]
+) -> GuessedReply | None:
+    """Request the reply from what this process knew of the conversation after its last turn, if it knows it."""
+    recent = deps.recent.get(event.conversation_id)
+    persona = deps.personas.get(event.character_id)
+    if recent is None or not recent.history or persona is None or not persona.visible_to(event.user_id):
+        return None
+    if (datetime.now(UTC) - event.occurred_at).total_seconds() > deps.turn_expiry_s:
+        return None  # it will not be answered
+    message = StoredMessage(uuid4(), recent.history[-1].seq + 1, "user", event.content, "complete", event.occurred_at)
+    prompt = build_prompt(persona, recent.memory, [*recent.history, message], deps.policy, deps.count)
+    return GuessedReply(prompt, deps.llm.stream_chat(prompt.messages, task="chat"), cancelled_early)  # type: ignore[arg-type]
+
+
 async def _answer(
-    event: ChatTurnRequested, deps: ChatDeps, stream: TokenStream, cancelled_early: asyncio.Future[bool]
+    event: ChatTurnRequested,
+    deps: ChatDeps,
+    stream: TokenStream,
+    cancelled_early: asyncio.Future[bool],
+    guess: GuessedReply | None = None,
 ) -> None:
     try:
         started = await _begin_with_patience(event, deps)
@@ -156,7 +215,7 @@ async def _answer(
         return
     if started.redelivered:
         await stream.restart()
-    await _generate(started, deps, stream, await cancelled_early)
+    await _generate(started, deps, stream, await cancelled_early, None if started.redelivered else guess)
 
 
 async def _begin_with_patience(event: ChatTurnRequested, deps: ChatDeps) -> TurnContext | FinishedTurn:
@@ -256,10 +315,18 @@ async def _visible_persona(tx: DirectTransaction, character_id: UUID, user_id: U
     return persona
 
 
-async def _generate(ctx: TurnContext, deps: ChatDeps, stream: TokenStream, cancelled: bool) -> None:
+async def _generate(
+    ctx: TurnContext, deps: ChatDeps, stream: TokenStream, cancelled: bool, guess: GuessedReply | None = None
+) -> None:
     prompt = build_prompt(ctx.persona, ctx.memory, ctx.history, deps.policy, deps.count)
-    reply = deps.llm.stream_chat(prompt.messages, task="chat")  # type: ignore[arg-type]
+    guessed = guess if guess is not None and not cancelled and guess.take(prompt) else None
+    reply = guessed.reply if guessed else deps.llm.stream_chat(prompt.messages, task="chat")  # type: ignore[arg-type]
     try:
+        if guessed is not None:
+            first = await guessed.first
+            if first is not None:
+                await stream.push(first)
+                cancelled = stream.cancel_requested
         if not cancelled:
             async for delta in reply:
                 await stream.push(delta)
@@ -285,6 +352,7 @@ async def _generate(ctx: TurnContext, deps: ChatDeps, stream: TokenStream, cance
         return
     status = "cancelled" if cancelled else "complete"
     assistant = await _complete(ctx, deps, reply.text, status, usage)
+    deps.recent.answered(ctx.event.conversation_id, ctx.memory, [*ctx.history, assistant])
     await stream.done(assistant.message_id, status)
     # Folding memory calls the LLM; doing it beside the lane lets the conversation's next turn start now. Most
     # turns have nothing to fold, which is known without a task of its own.
@@ -344,6 +412,7 @@ def _record(message: StoredMessage) -> MessageRecord:
 
 async def _fail(ctx: TurnContext, deps: ChatDeps, stream: TokenStream, reason: str) -> None:
     event = ctx.event
+    deps.recent.forget(event.conversation_id)
     async with deps.db.direct_transaction() as tx:
         await sql.fail_turn(tx, event.turn_id, reason)
         await tx.publish(_failed(event, reason, retryable=True))
@@ -401,8 +470,10 @@ async def _fold(ctx: TurnContext, assistant: StoredMessage, deps: ChatDeps) -> N
         # The window simply stays larger until a later turn succeeds in folding it.
         log.warning("memory summary failed; will retry on a later turn", extra={"error": str(error)})
         return
+    memory = Memory(result.text.strip(), folded[-1].seq)
     async with deps.db.direct_transaction() as tx:
-        await sql.save_memory(tx, ctx.event.conversation_id, Memory(result.text.strip(), folded[-1].seq))
+        await sql.save_memory(tx, ctx.event.conversation_id, memory)
+    deps.recent.folded(ctx.event.conversation_id, memory)
 
 
 async def end_conversation(conversation_id: UUID, user_id: UUID, deps: ChatDeps) -> tuple[str, datetime]:
