@@ -305,17 +305,21 @@ def main() -> None:
     )
     stub_url = f"http://127.0.0.1:{stub_port}/v1"
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
-    # A throwaway group starting at the end of the topics: only this run's turns count.
-    asyncio.run(
-        seed_groups_at_end(
-            KafkaSettings().bootstrap_servers,
-            {
-                f"{prefix}.turns": [ChatTurnRequested.TOPIC],
-                f"{prefix}.characters": [CharacterCreated.TOPIC],
-                f"{prefix}.merges": ["auth.user-merged.v1"],
-            },
+    try:
+        # A throwaway group starting at the end of the topics: only this run's turns count.
+        asyncio.run(
+            seed_groups_at_end(
+                KafkaSettings().bootstrap_servers,
+                {
+                    f"{prefix}.turns": [ChatTurnRequested.TOPIC],
+                    f"{prefix}.characters": [CharacterCreated.TOPIC],
+                    f"{prefix}.merges": ["auth.user-merged.v1"],
+                },
+            )
         )
-    )
+    except BaseException:
+        stop(stub)  # it would outlive the benchmark otherwise
+        raise
     chat_env = {
         **base_env,
         "ORRERY_CHAT_PORT": str(chat_port),
