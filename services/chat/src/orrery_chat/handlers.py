@@ -177,7 +177,7 @@ def _guess_reply(
     persona = deps.personas.get(event.character_id)
     if recent is None or not recent.history or persona is None or not persona.visible_to(event.user_id):
         return None
-    if (datetime.now(UTC) - event.occurred_at).total_seconds() > deps.turn_expiry_s:
+    if _expired(event, deps):
         return None  # it will not be answered
     message = StoredMessage(uuid4(), recent.history[-1].seq + 1, "user", event.content, "complete", event.occurred_at)
     prompt = build_prompt(persona, recent.memory, [*recent.history, message], deps.policy, deps.count)
@@ -209,13 +209,17 @@ async def _answer(
         return
     if started.redelivered:
         await stream.resume_numbering()
-    if (datetime.now(UTC) - event.occurred_at).total_seconds() > deps.turn_expiry_s:
+    if _expired(event, deps):
         # Nobody waits for a reply this late (after an outage, say): keep the message, spend no tokens.
         await _fail(started, deps, stream, "expired: the message waited too long to be answered; send it again")
         return
     if started.redelivered:
         await stream.restart()
     await _generate(started, deps, stream, await cancelled_early, None if started.redelivered else guess)
+
+
+def _expired(event: ChatTurnRequested, deps: ChatDeps) -> bool:
+    return (datetime.now(UTC) - event.occurred_at).total_seconds() > deps.turn_expiry_s
 
 
 async def _begin_with_patience(event: ChatTurnRequested, deps: ChatDeps) -> TurnContext | FinishedTurn:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from uuid import UUID
 
 from orrery_chat.domain import Persona
+from orrery_chat.lru import Lru
 
 
 class PersonaCache:
@@ -17,20 +17,13 @@ class PersonaCache:
     """
 
     def __init__(self, capacity: int = 10_000) -> None:
-        self.capacity = capacity
-        self._items: OrderedDict[UUID, Persona] = OrderedDict()
+        self._items: Lru[UUID, Persona] = Lru(capacity)
 
     def get(self, character_id: UUID) -> Persona | None:
-        persona = self._items.get(character_id)
-        if persona is not None:
-            self._items.move_to_end(character_id)
-        return persona
+        return self._items.get(character_id)
 
     def put(self, persona: Persona) -> None:
-        self._items[persona.character_id] = persona
-        self._items.move_to_end(persona.character_id)
-        while len(self._items) > self.capacity:
-            self._items.popitem(last=False)
+        self._items.put(persona.character_id, persona)
 
     def clear(self) -> None:
         self._items.clear()

@@ -9,11 +9,11 @@ request, which is dropped before any of its deltas is written.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 from uuid import UUID
 
 from orrery_chat.domain import Memory, StoredMessage
+from orrery_chat.lru import Lru
 
 
 @dataclass(frozen=True)
@@ -26,32 +26,25 @@ class RecentConversations:
     """The most recently answered conversations (least recently used ones are forgotten)."""
 
     def __init__(self, capacity: int = 2_000) -> None:
-        self.capacity = capacity
-        self._entries: OrderedDict[UUID, RecentConversation] = OrderedDict()
+        self._entries: Lru[UUID, RecentConversation] = Lru(capacity)
 
     def get(self, conversation_id: UUID) -> RecentConversation | None:
-        entry = self._entries.get(conversation_id)
-        if entry is not None:
-            self._entries.move_to_end(conversation_id)
-        return entry
+        return self._entries.get(conversation_id)
 
     def answered(self, conversation_id: UUID, memory: Memory, history: list[StoredMessage]) -> None:
         """A turn ended with `history` (its reply last) under `memory`."""
         unsummarised = tuple(m for m in history if m.seq > memory.upto_seq)
-        self._entries[conversation_id] = RecentConversation(memory, unsummarised)
-        self._entries.move_to_end(conversation_id)
-        while len(self._entries) > self.capacity:
-            self._entries.popitem(last=False)
+        self._entries.put(conversation_id, RecentConversation(memory, unsummarised))
 
     def folded(self, conversation_id: UUID, memory: Memory) -> None:
         """A fold saved `memory`: the messages it covers leave the unsummarised ones."""
         entry = self._entries.get(conversation_id)
         if entry is not None and memory.upto_seq > entry.memory.upto_seq:
             history = tuple(m for m in entry.history if m.seq > memory.upto_seq)
-            self._entries[conversation_id] = RecentConversation(memory, history)
+            self._entries.put(conversation_id, RecentConversation(memory, history))
 
     def forget(self, conversation_id: UUID) -> None:
-        self._entries.pop(conversation_id, None)
+        self._entries.pop(conversation_id)
 
     def clear(self) -> None:
         self._entries.clear()

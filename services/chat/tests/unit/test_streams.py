@@ -39,6 +39,12 @@ class _Pipeline:
         return [0] * self.commands
 
 
+async def write_all(stream: TokenStream, reply: Any) -> None:
+    async for delta in reply:
+        await stream.push(delta)
+    await stream.flush()
+
+
 async def test_the_first_delta_is_written_before_the_rest_of_an_already_received_reply_is_read() -> None:
     read: list[int] = []
     redis = RecordingRedis(read)
@@ -50,9 +56,7 @@ async def test_the_first_delta_is_written_before_the_rest_of_an_already_received
             read.append(i)
             yield f"t{i} "
 
-    async for delta in reply():
-        await stream.push(delta)
-    await stream.flush()
+    await write_all(stream, reply())
 
     first_write_at, first_texts = redis.writes[0]
     assert (first_write_at, first_texts) == (1, ["t0 "])  # sent while only the first delta had been read
@@ -76,9 +80,7 @@ async def test_later_deltas_of_one_network_read_go_together_and_leave_when_readi
                 read.append(piece * 3 + i)
                 yield f"t{piece * 3 + i} "
 
-    async for delta in reply():
-        await stream.push(delta)
-    await stream.flush()
+    await write_all(stream, reply())
 
     assert [(at, texts) for at, texts in redis.writes] == [
         (1, ["t0 "]),
