@@ -121,7 +121,7 @@ async def handle_turn(event: ChatTurnRequested, deps: ChatDeps) -> None:
     # Whether the user cancelled before the reply started is read beside the turn's transaction, not after it.
     cancelled_early = asyncio.ensure_future(stream.cancelled())
     cancelled_early.add_done_callback(_retrieve_outcome)  # paths that never await it must not log its error
-    guess = _guess_reply(event, deps, cancelled_early)
+    guess = _guess_reply(event, deps)
     try:
         await _answer(event, deps, stream, cancelled_early, guess)
     finally:
@@ -139,19 +139,18 @@ class GuessedReply:
     """A reply requested from the prompt this process expects (see orrery_chat.recent) while the turn's statement
     runs: the database's part of the wait is hidden in the LLM's time to first token. It is used only if the
     prompt built from what the statement returned is the same; otherwise it is dropped before any of its deltas
-    is written anywhere."""
+    is written anywhere. Each guess is counted once, as used or discarded."""
 
-    def __init__(self, prompt: Prompt, reply: ChatStream, cancelled_early: asyncio.Future[bool]) -> None:
+    def __init__(self, prompt: Prompt, reply: ChatStream) -> None:
         self.prompt = prompt
         self.reply = reply
-        self.first = asyncio.ensure_future(self._first_delta(cancelled_early))
+        self.first = asyncio.ensure_future(self._first_delta())
         self.first.add_done_callback(_retrieve_outcome)
         self.taken = False
+        self._counted = False
 
-    async def _first_delta(self, cancelled_early: asyncio.Future[bool]) -> str | None:
-        """The reply's first delta (None if it has none); a turn cancelled while queued asks the LLM nothing."""
-        if await cancelled_early:
-            return None
+    async def _first_delta(self) -> str | None:
+        """The reply's first delta (None if it has none)."""
         try:
             return await self.reply.__anext__()
         except StopAsyncIteration:
@@ -160,19 +159,26 @@ class GuessedReply:
     def take(self, prompt: Prompt) -> bool:
         """Whether the guess is `prompt`, taking it if so."""
         self.taken = prompt.messages == self.prompt.messages
-        PROMPT_GUESSES.labels("used" if self.taken else "discarded").inc()
+        self._count("used" if self.taken else "discarded")
         return self.taken
 
     async def drop(self) -> None:
+        self._count("discarded")  # a turn that ended before its prompt was compared (cancelled, refused)
         self.first.cancel()
         await asyncio.gather(self.first, return_exceptions=True)
         await self.reply.aclose()
 
+    def _count(self, outcome: str) -> None:
+        if not self._counted:
+            self._counted = True
+            PROMPT_GUESSES.labels(outcome).inc()
 
-def _guess_reply(
-    event: ChatTurnRequested, deps: ChatDeps, cancelled_early: asyncio.Future[bool]
-) -> GuessedReply | None:
-    """Request the reply from what this process knew of the conversation after its last turn, if it knows it."""
+
+def _guess_reply(event: ChatTurnRequested, deps: ChatDeps) -> GuessedReply | None:
+    """Request the reply from what this process knew of the conversation after its last turn, if it knows it.
+
+    The request leaves before the turn's cancel flag is read: waiting for that round trip would put it before
+    the provider's time to first token. A turn cancelled while queued is rare; its guess is dropped unused."""
     recent = deps.recent.get(event.conversation_id)
     persona = deps.personas.get(event.character_id)
     if recent is None or not recent.history or persona is None or not persona.visible_to(event.user_id):
@@ -181,7 +187,7 @@ def _guess_reply(
         return None  # it will not be answered
     message = StoredMessage(uuid4(), recent.history[-1].seq + 1, "user", event.content, "complete", event.occurred_at)
     prompt = build_prompt(persona, recent.memory, [*recent.history, message], deps.policy, deps.count)
-    return GuessedReply(prompt, deps.llm.stream_chat(prompt.messages, task="chat"), cancelled_early)  # type: ignore[arg-type]
+    return GuessedReply(prompt, deps.llm.stream_chat(prompt.messages, task="chat"))  # type: ignore[arg-type]
 
 
 async def _answer(

@@ -82,3 +82,22 @@ async def test_a_guess_the_database_contradicts_is_dropped_before_any_of_its_del
     assert len(answered) == 1 and len(systems) <= 2  # at most the guess besides it
     assert deltas(entries) == replies[answered[0]]  # nothing of the dropped request reached the stream
     assert [int(e["seq"]) for e in entries] == list(range(1, len(entries) + 1))
+
+
+async def test_a_next_turn_cancelled_while_queued_drops_its_guess_and_streams_nothing(
+    chat: App, client: Client, llm_stub: StubControl
+) -> None:
+    persona = await client.introduce()
+    conversation = uuid4()
+    first = await client.send(conversation, persona.character_id, "Tell me about the moons.")
+    await client.until_final(first.turn_id)
+    used, discarded = guesses("used"), guesses("discarded")
+    llm_stub.script(model="orrery-chat", content="A reply nobody waits for.", ttft_ms=300)
+    turn_id = uuid4()
+    await client.redis.set(f"turn:{turn_id}:cancel", "1", ex=60)  # the user cancelled while it was queued
+
+    await client.send(conversation, persona.character_id, "Never mind.", turn_id=turn_id)
+    entries = await client.until_final(turn_id)
+
+    assert [(e["type"], e.get("status")) for e in entries] == [("done", "cancelled")]
+    assert (guesses("used") - used, guesses("discarded") - discarded) == (0, 1)

@@ -132,7 +132,7 @@ async def test_cancel_mid_stream_keeps_the_partial_reply_as_cancelled(
     assert (last["content"], last["status"]) == (partial, "cancelled")
 
 
-async def test_a_turn_cancelled_before_it_is_answered_asks_the_llm_nothing(
+async def test_a_first_turn_cancelled_before_it_is_answered_asks_the_llm_nothing(
     infra: Infra, chat: App, client: Client, llm_stub: StubControl, token_minter: TokenMinter
 ) -> None:
     _, http = chat
