@@ -46,7 +46,11 @@ def create_app(settings: ChatSettings | None = None) -> FastAPI:
     # Turns of one conversation stay in order (the topic is keyed by conversation); different
     # conversations are answered concurrently, so one long reply never delays another user's.
     subscribe(runtime.broker, ChatTurnRequested, f"{group}.turns", on_turn, concurrency=settings.turn_concurrency)
-    projection = idempotent(runtime.database, f"{group}.characters", project_character)
+
+    async def on_character(event: CharacterCreated, tx: Transaction) -> None:
+        await project_character(event, tx, deps.personas)
+
+    projection = idempotent(runtime.database, f"{group}.characters", on_character)
     subscribe(runtime.broker, CharacterCreated, f"{group}.characters", projection)
 
     async def on_merge(event: UserMerged, tx: Transaction) -> None:

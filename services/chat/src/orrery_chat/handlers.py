@@ -245,12 +245,13 @@ async def _begin_with_patience(event: ChatTurnRequested, deps: ChatDeps) -> Turn
 
 
 async def begin_in_one_statement(event: ChatTurnRequested, deps: ChatDeps) -> TurnContext | None:
-    """The common case, a next turn with a known character in the user's own conversation, as one statement
-    committed on its own (no BEGIN and COMMIT round trips); None, having changed nothing, for any other case,
-    which `begin_turn` then handles."""
+    """The common cases with a known character, each as one statement committed on its own (no BEGIN and COMMIT
+    round trips): a next turn in the user's own conversation, or a new conversation's first turn. None, having
+    changed nothing, for any other case (a redelivery, someone else's conversation), which `begin_turn` handles."""
     persona = deps.personas.get(event.character_id)
     if persona is None or not persona.visible_to(event.user_id):
         return None  # begin_turn reads the character and checks it
+    message_id = uuid4()
     async with deps.db.direct_statements() as statements:
         fresh = await sql.start_turn_if_new(
             statements,
@@ -258,14 +259,29 @@ async def begin_in_one_statement(event: ChatTurnRequested, deps: ChatDeps) -> Tu
             conversation_id=event.conversation_id,
             user_id=event.user_id,
             character_id=event.character_id,
-            message_id=uuid4(),
+            message_id=message_id,
             content=event.content,
             client_msg_id=event.client_msg_id,
         )
-    if fresh is None:
+        if fresh is not None:
+            started, history = fresh
+            return TurnContext(event, started.project_id, persona, started.memory, history, history[-1], False)
+        project_id = event.project_id or uuid4()
+        opening = await sql.start_conversation_if_new(
+            statements,
+            turn_id=event.turn_id,
+            conversation_id=event.conversation_id,
+            user_id=event.user_id,
+            persona=persona,
+            project_id=project_id,
+            title=title_from(event.content),
+            message_id=message_id,
+            content=event.content,
+            client_msg_id=event.client_msg_id,
+        )
+    if opening is None:
         return None
-    started, history = fresh
-    return TurnContext(event, started.project_id, persona, started.memory, history, history[-1], False)
+    return TurnContext(event, project_id, persona, Memory("", 0), opening, opening[-1], False)
 
 
 async def begin_turn(
@@ -507,9 +523,27 @@ async def end_conversation(conversation_id: UUID, user_id: UUID, deps: ChatDeps)
 # --- projections --------------------------------------------------------------------------------------
 
 
-async def project_character(event: CharacterCreated, tx: Transaction) -> None:
-    """Keep chat's own copy of a character (an upsert: replays are harmless)."""
+async def project_character(event: CharacterCreated, tx: Transaction, personas: PersonaCache) -> None:
+    """Keep chat's own copy of a character (an upsert: replays are harmless), and its persona at hand: the
+    character's first turn usually follows within seconds, and a known persona lets it start in one statement."""
     await repo.upsert_character(tx.session, event)
+    personas.put(
+        Persona(
+            character_id=event.character_id,
+            name=event.name,
+            planet=event.planet,
+            sex=event.sex,
+            species=event.species,
+            archetype=event.archetype,
+            personality=event.personality,
+            backstory=event.backstory,
+            speaking_style=event.speaking_style,
+            greeting=event.greeting,
+            owner_user_id=event.owner_user_id,
+            portrait_url=event.portrait_url,
+            tags=tuple(event.tags),
+        )
+    )
 
 
 async def reown_after_merge(event: UserMerged, tx: Transaction) -> None:

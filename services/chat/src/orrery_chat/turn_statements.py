@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any, NamedTuple
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from orrery_chat.domain import Memory, Persona, StoredMessage
 from orrery_chat.repository import persona_from_row, stored_from_row
@@ -102,6 +102,36 @@ ORDER BY m.seq
 )
 
 _APPEND_GREETING = _APPEND + f"\nSELECT {_MESSAGE_COLUMNS} FROM appended"
+
+# A conversation's first turn in one statement: the conversation, its greeting (seq 1), the user's message (seq 2)
+# and the turn. It changes nothing (and returns no rows) when the conversation exists already, whoever's it is
+# and however far its turns got; `begin_turn` then finds out which. The greeting and the message share the
+# statement's time, as they would in one transaction.
+_START_CONVERSATION_IF_NEW = f"""
+WITH created AS (
+    INSERT INTO conversations (conversation_id, user_id, character_id, project_id, title, message_count, last_seq)
+    VALUES (%(conversation_id)s::uuid, %(user_id)s::uuid, %(character_id)s::uuid, %(project_id)s::uuid,
+            %(title)s::text, 2, 2)
+    ON CONFLICT (conversation_id) DO NOTHING
+    RETURNING last_message_at
+), greeted AS (
+    INSERT INTO messages (message_id, conversation_id, seq, role, content, status, created_at)
+    SELECT %(greeting_id)s::uuid, %(conversation_id)s::uuid, 1, 'assistant', %(greeting)s::text, 'complete',
+           last_message_at
+    FROM created
+    RETURNING {_MESSAGE_COLUMNS}
+), appended AS (
+    INSERT INTO messages (message_id, conversation_id, seq, role, content, status, turn_id, client_msg_id, created_at)
+    SELECT %(message_id)s::uuid, %(conversation_id)s::uuid, 2, 'user', %(content)s::text, 'complete',
+           %(turn_id)s::uuid, %(client_msg_id)s::text, last_message_at
+    FROM created
+    RETURNING {_MESSAGE_COLUMNS}
+), started AS (
+    INSERT INTO turns (turn_id, conversation_id, status, user_message_id)
+    SELECT %(turn_id)s::uuid, %(conversation_id)s::uuid, 'processing', %(message_id)s::uuid FROM appended
+)
+SELECT * FROM greeted UNION ALL SELECT * FROM appended ORDER BY seq
+"""
 
 # A data-modifying WITH runs whether or not the query reads it. The messages read here come from a snapshot
 # taken after this transaction locked the conversation, so they hold every earlier message; the one appended
@@ -284,6 +314,39 @@ async def start_turn_if_new(
         later_read = await messages_after(tx, conversation_id, memory.upto_seq)
         history = [m for m in later_read if m.seq <= new_seq]
     return conversation, history
+
+
+async def start_conversation_if_new(
+    tx: DirectTransaction,
+    *,
+    turn_id: UUID,
+    conversation_id: UUID,
+    user_id: UUID,
+    persona: Persona,
+    project_id: UUID,
+    title: str,
+    message_id: UUID,
+    content: str,
+    client_msg_id: str | None,
+) -> list[StoredMessage] | None:
+    """A conversation's first turn in one statement: creates the conversation with `persona`'s greeting, appends
+    the user's message and records the turn as processing; returns both messages, or None (having changed
+    nothing) when the conversation exists already."""
+    params = {
+        "turn_id": turn_id,
+        "conversation_id": conversation_id,
+        "user_id": user_id,
+        "character_id": persona.character_id,
+        "project_id": project_id,
+        "title": title,
+        "greeting_id": uuid4(),
+        "greeting": persona.greeting,
+        "message_id": message_id,
+        "content": content,
+        "client_msg_id": client_msg_id,
+    }
+    rows = await tx.rows(_START_CONVERSATION_IF_NEW, params)
+    return [stored_from_row(row) for row in rows] or None
 
 
 async def start_turn(

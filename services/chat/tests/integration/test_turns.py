@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime, timedelta
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import httpx
 import psycopg
@@ -13,6 +13,7 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client import REGISTRY
 
+from orrery_chat.domain import Persona
 from orrery_chat.handlers import ChatDeps, TurnContext, begin_in_one_statement
 from orrery_shared.events import ChatTurnCompleted, ChatTurnFailed, ChatTurnRequested, UserMerged
 from orrery_shared.kafka import publish_event
@@ -321,3 +322,85 @@ async def test_a_message_committed_while_a_turn_waits_for_the_conversation_is_in
     contents = [m.content for m in context.history]
     assert contents[-2:] == ["A late reply.", "Second words."]
     assert [m.seq for m in context.history] == list(range(1, len(contents) + 1))
+
+
+async def _projected(deps: ChatDeps, character_id: UUID) -> Persona:
+    deadline = time.monotonic() + 10
+    while (persona := deps.personas.get(character_id)) is None:
+        assert time.monotonic() < deadline, "character.created was not projected"
+        await asyncio.sleep(0.05)
+    return persona
+
+
+async def test_a_new_conversations_first_turn_starts_in_one_statement_with_the_greeting_first(
+    infra: Infra, chat: App, client: Client
+) -> None:
+    app, _ = chat
+    deps: ChatDeps = app.state.chat
+    created = await client.introduce()
+    persona = await _projected(deps, created.character_id)  # character.created leaves its persona at hand
+    assert persona.greeting == created.greeting
+    turn = ChatTurnRequested(
+        turn_id=uuid4(),
+        conversation_id=uuid4(),
+        user_id=client.user_id,
+        character_id=created.character_id,
+        content="Is this seat taken?",
+    )
+
+    context = await begin_in_one_statement(turn, deps)
+
+    assert isinstance(context, TurnContext) and not context.redelivered
+    assert [(m.seq, m.role, m.content) for m in context.history] == [
+        (1, "assistant", created.greeting),
+        (2, "user", "Is this seat taken?"),
+    ]
+    assert context.user_message == context.history[-1] and context.memory.upto_seq == 0
+    async with await psycopg.AsyncConnection.connect(
+        infra.role_url("orrery_chat").replace("+psycopg", ""), options="-csearch_path=chat"
+    ) as db:
+        stored = await (
+            await db.execute(
+                "SELECT c.user_id, c.character_id, c.project_id, c.title, c.message_count, c.last_seq,"
+                " c.last_message_at = m.created_at, t.status, t.user_message_id"
+                " FROM conversations c JOIN turns t ON t.conversation_id = c.conversation_id"
+                " JOIN messages m ON m.message_id = t.user_message_id WHERE c.conversation_id = %s",
+                (turn.conversation_id,),
+            )
+        ).fetchone()
+    assert stored == (
+        client.user_id,
+        created.character_id,
+        context.project_id,
+        "Is this seat taken?",
+        2,
+        2,
+        True,
+        "processing",
+        context.user_message.message_id,
+    )
+
+
+async def test_a_first_turn_into_an_existing_conversation_is_left_to_the_locking_path(
+    infra: Infra, chat: App, client: Client
+) -> None:
+    """A redelivered first turn, or a turn into someone else's conversation, must not start in one statement."""
+    app, _ = chat
+    deps: ChatDeps = app.state.chat
+    created = await client.introduce()
+    await _projected(deps, created.character_id)
+    first = await client.send(uuid4(), created.character_id, "Hello.")
+    await client.until_final(first.turn_id)
+    redelivered = first.model_copy()
+    strangers = first.model_copy(update={"turn_id": uuid4(), "user_id": uuid4()})
+
+    assert await begin_in_one_statement(redelivered, deps) is None
+    assert await begin_in_one_statement(strangers, deps) is None
+
+    async with await psycopg.AsyncConnection.connect(
+        infra.role_url("orrery_chat").replace("+psycopg", ""), options="-csearch_path=chat"
+    ) as db:
+        count = await (
+            await db.execute("SELECT count(*) FROM messages WHERE conversation_id = %s", (first.conversation_id,))
+        ).fetchone()
+    assert count == (3,)  # greeting, message, reply: nothing added
