@@ -118,14 +118,18 @@ async def handle_turn(event: ChatTurnRequested, deps: ChatDeps) -> None:
     stream = TokenStream(
         deps.redis, event.turn_id, active_ttl=deps.stream_active_ttl, finished_ttl=deps.stream_finished_ttl
     )
-    # Whether the user cancelled before the reply started is read beside the turn's transaction, not after it.
-    cancelled_early = asyncio.ensure_future(stream.cancelled())
-    cancelled_early.add_done_callback(_retrieve_outcome)  # paths that never await it must not log its error
     guess = _guess_reply(event, deps)
+    # Whether the user cancelled before the reply started is read beside the turn's statement, not after it, so
+    # that a turn cancelled while queued asks the LLM nothing. A guess has asked already: its first write reads
+    # the flag instead (and writes nothing if it is set), a round trip fewer.
+    cancelled_early = None if guess is not None else asyncio.ensure_future(stream.cancelled())
+    if cancelled_early is not None:
+        cancelled_early.add_done_callback(_retrieve_outcome)  # paths that never await it must not log its error
     try:
         await _answer(event, deps, stream, cancelled_early, guess)
     finally:
-        cancelled_early.cancel()  # a no-op once it is done
+        if cancelled_early is not None:
+            cancelled_early.cancel()  # a no-op once it is done
         if guess is not None and not guess.taken:
             await guess.drop()
 
@@ -194,7 +198,7 @@ async def _answer(
     event: ChatTurnRequested,
     deps: ChatDeps,
     stream: TokenStream,
-    cancelled_early: asyncio.Future[bool],
+    cancelled_early: asyncio.Future[bool] | None,
     guess: GuessedReply | None = None,
 ) -> None:
     try:
@@ -221,7 +225,14 @@ async def _answer(
         return
     if started.redelivered:
         await stream.restart()
-    await _generate(started, deps, stream, await cancelled_early, None if started.redelivered else guess)
+        guess = None  # a new request, after the restart
+    if cancelled_early is not None:
+        cancelled = await cancelled_early
+    elif guess is None:
+        cancelled = await stream.cancelled()  # the guess was dropped: no new request for a cancelled turn
+    else:
+        cancelled = False  # the guess's first write reads the flag
+    await _generate(started, deps, stream, cancelled, guess)
 
 
 def _expired(event: ChatTurnRequested, deps: ChatDeps) -> bool:
@@ -377,7 +388,8 @@ async def _generate(
         await _fail(ctx, deps, stream, "the character could not answer right now; please try again")
         return
     status = "cancelled" if cancelled else "complete"
-    assistant = await _complete(ctx, deps, reply.text, status, usage)
+    # A cancelled reply keeps what its readers were shown; deltas read after the flag was seen are not part of it.
+    assistant = await _complete(ctx, deps, stream.text if cancelled else reply.text, status, usage)
     deps.recent.answered(ctx.event.conversation_id, ctx.memory, [*ctx.history, assistant])
     await stream.done(assistant.message_id, status)
     # Folding memory calls the LLM; doing it beside the lane lets the conversation's next turn start now. Most

@@ -14,10 +14,15 @@ from uuid import UUID
 from redis.asyncio import Redis
 
 # Appends a batch of deltas as entries numbered on from ARGV[1], and sets the stream's expiry when ARGV[2] is not
-# 0. One command per batch: written one XADD each, a batch cost chat a command to encode and a reply to parse
-# per delta, which was most of the time spent writing a reply. (EVAL, not EVALSHA: the script's text is short,
-# and nothing needs loading again after Redis restarts.)
+# 0; or, when the turn's cancel flag (KEYS[2]) is set, writes nothing and returns -1. One command per batch: written
+# one XADD each, a batch cost chat a command to encode and a reply to parse per delta, which was most of the time
+# spent writing a reply. Reading the flag in the same script means nothing is written once it is set, and no
+# round trip of its own. (EVAL, not EVALSHA: the script's text is short, and nothing needs loading again after
+# Redis restarts.)
 APPEND_DELTAS = """
+if redis.call('EXISTS', KEYS[2]) == 1 then
+    return -1
+end
 local seq = tonumber(ARGV[1])
 for i = 3, #ARGV do
     seq = seq + 1
@@ -44,7 +49,9 @@ def cancel_key(turn_id: UUID) -> str:
 class TokenStream:
     """Writes one turn's stream. Deltas are written as they come; while one write is in flight, or while the
     deltas of one network read are being read, the next deltas gather and go together in one round trip, which
-    also reads the cancel flag. An idle stream therefore adds one round trip per delta and a busy one far fewer.
+    also reads the cancel flag: once it is set, nothing more is written and `cancel_requested` turns true. An
+    idle stream therefore adds one round trip per delta and a busy one far fewer. `text` is what was written,
+    the reply as its readers saw it.
     """
 
     def __init__(self, redis: Redis, turn_id: UUID, *, active_ttl: int = 3600, finished_ttl: int = 300) -> None:
@@ -56,6 +63,7 @@ class TokenStream:
         self.seq = 0
         self.cancel_requested = False
         self._pending: list[str] = []
+        self._written: list[str] = []
         self._writer: asyncio.Task[None] | None = None
         self._expiry_set = False
         self.opened_at = time.perf_counter()
@@ -70,6 +78,8 @@ class TokenStream:
 
     async def push(self, text: str) -> None:
         """Queue a delta for writing: the first one now, later ones with whatever else was read meanwhile."""
+        if self.cancel_requested:
+            return
         self._pending.append(text)
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_pending())
@@ -86,19 +96,24 @@ class TokenStream:
             await asyncio.sleep(0)
 
     async def _write_pending(self) -> None:
-        while self._pending:
+        while self._pending and not self.cancel_requested:
             batch, self._pending = self._pending, []
-            pipe = self.redis.pipeline(transaction=False)
             ttl = 0 if self._expiry_set else self.active_ttl
-            pipe.eval(APPEND_DELTAS, 1, self.key, self.seq, ttl, *batch)
-            self.seq += len(batch)
+            last = await self.redis.eval(APPEND_DELTAS, 2, self.key, self.cancel, self.seq, ttl, *batch)
+            if last == -1:
+                self.cancel_requested = True
+                self._pending.clear()  # read after the cancel: never shown, so never kept
+                return
+            self.seq = last
             self._expiry_set = True
-            pipe.exists(self.cancel)
-            results = await pipe.execute()
+            self._written.extend(batch)
             if self.first_delta_at is None:
                 self.first_delta_at = time.perf_counter()
-            if results[-1]:
-                self.cancel_requested = True
+
+    @property
+    def text(self) -> str:
+        """The deltas written so far, joined."""
+        return "".join(self._written)
 
     async def flush(self) -> None:
         """Wait until every queued delta is written (raising what the writer raised)."""

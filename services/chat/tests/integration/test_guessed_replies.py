@@ -14,6 +14,7 @@ from prometheus_client import REGISTRY
 from services.chat.tests.integration.harness import Client, deltas
 from tests.support.infra import Infra
 from tests.support.llm_stub import StubControl
+from tests.support.tokens import TokenMinter
 
 pytestmark = pytest.mark.integration
 
@@ -84,9 +85,10 @@ async def test_a_guess_the_database_contradicts_is_dropped_before_any_of_its_del
     assert [int(e["seq"]) for e in entries] == list(range(1, len(entries) + 1))
 
 
-async def test_a_next_turn_cancelled_while_queued_drops_its_guess_and_streams_nothing(
-    chat: App, client: Client, llm_stub: StubControl
+async def test_a_next_turn_cancelled_while_queued_streams_nothing_and_keeps_an_empty_cancelled_reply(
+    chat: App, client: Client, llm_stub: StubControl, token_minter: TokenMinter
 ) -> None:
+    _, http = chat
     persona = await client.introduce()
     conversation = uuid4()
     first = await client.send(conversation, persona.character_id, "Tell me about the moons.")
@@ -100,4 +102,9 @@ async def test_a_next_turn_cancelled_while_queued_drops_its_guess_and_streams_no
     entries = await client.until_final(turn_id)
 
     assert [(e["type"], e.get("status")) for e in entries] == [("done", "cancelled")]
-    assert (guesses("used") - used, guesses("discarded") - discarded) == (0, 1)
+    assert (guesses("used") - used) + (guesses("discarded") - discarded) == 1  # the guess went out regardless
+    listed = await http.get(f"/conversations/{conversation}/messages", headers=token_minter.headers(client.user_id))
+    assert [(m["content"], m["status"]) for m in listed.json()["messages"]][-2:] == [
+        ("Never mind.", "complete"),
+        ("", "cancelled"),
+    ]

@@ -65,14 +65,31 @@ async def test_a_later_attempt_numbers_on_after_the_earlier_ones_entries(redis: 
     ]
 
 
-async def test_a_cancel_flag_is_seen_by_the_next_write(redis: Redis) -> None:
+async def test_once_the_cancel_flag_is_set_nothing_more_is_written_and_text_is_what_was(redis: Redis) -> None:
     turn_id = uuid4()
     stream = TokenStream(redis, turn_id)
-    await stream.push("before")
+    await stream.push("before ")
     await stream.flush()
     assert not stream.cancel_requested
     await redis.set(cancel_key(turn_id), 1, ex=60)
-    await stream.push("after")
+    for text in ("after ", "and more"):
+        await stream.push(text)
     await stream.flush()
     assert stream.cancel_requested
     assert await stream.cancelled()
+    await stream.push("later still")
+    await stream.done(uuid4(), "cancelled")
+
+    written = await entries(redis, turn_id)
+    assert [(e["seq"], e["type"], e.get("text")) for e in written] == [("1", "delta", "before "), ("2", "done", None)]
+    assert stream.text == "before "
+
+
+async def test_a_stream_cancelled_before_its_first_delta_writes_none(redis: Redis) -> None:
+    turn_id = uuid4()
+    await redis.set(cancel_key(turn_id), 1, ex=60)
+    stream = TokenStream(redis, turn_id)
+    await stream.push("unseen")
+    assert stream.cancel_requested
+    assert stream.time_to_first_delta is None and stream.text == ""
+    assert not await redis.exists(stream_key(turn_id))

@@ -17,26 +17,11 @@ class RecordingRedis:
         self.writes: list[tuple[int, list[str]]] = []
         self.completed_at: list[int] = []  # how far reading had got when each write's reply arrived
 
-    def pipeline(self, transaction: bool = False) -> Any:
-        return _Pipeline(self)
-
-
-class _Pipeline:
-    def __init__(self, redis: RecordingRedis) -> None:
-        self.redis, self.texts, self.commands = redis, [], 0
-
-    def eval(self, script: str, keys: int, key: str, seq: int, ttl: int, *texts: str) -> None:
-        self.texts.extend(texts)
-        self.commands += 1
-
-    def exists(self, key: str) -> None:
-        self.commands += 1
-
-    async def execute(self) -> list[int]:
-        self.redis.writes.append((len(self.redis.progress), self.texts))
+    async def eval(self, script: str, keys: int, key: str, cancel: str, seq: int, ttl: int, *texts: str) -> int:
+        self.writes.append((len(self.progress), list(texts)))
         await asyncio.sleep(0.001)  # the round trip
-        self.redis.completed_at.append(len(self.redis.progress))
-        return [0] * self.commands
+        self.completed_at.append(len(self.progress))
+        return seq + len(texts)
 
 
 async def write_all(stream: TokenStream, reply: Any) -> None:
