@@ -4,8 +4,9 @@ Starts its own LLM stub (no think time, unpaced tokens) and one chat process on 
 1. turns/s: 400 turns over 100 conversations published at once; time until every turn's `done` is in Redis.
 2. added time to first delta: 100 turns one at a time. Chat's histogram `orrery_chat_first_delta_seconds`
    (taking the turn -> its first delta in Redis) against the stub's own time to first token for the very
-   requests chat sent during those turns (replayed with a bare HTTP client: the prompt's size is the stub's
-   work, not chat's). Added = chat's time - the stub's, p50 and p99. Also printed: publish -> first delta as
+   requests chat sent during those turns, each replayed with a bare HTTP client right after its turn (the
+   prompt's size is the stub's work, not chat's; right after, so both are measured under the same load).
+   Added = chat's time - the stub's, p50 and p99. Also printed: publish -> first delta as
    the bench sees it, against a publish -> consume round trip through the same Kafka helpers plus the stub.
 3. prompt tokens per turn for a 200-turn conversation, against sending the whole history every turn
    (what the prompt would be without memory), both counted with the same estimator.
@@ -98,6 +99,17 @@ def bucket_quantile(before: dict[float, float], after: dict[float, float], q: fl
     return lower * 1000
 
 
+async def stub_ttft(client: httpx.AsyncClient, request: dict[str, Any]) -> float:
+    """The stub's time to first token (ms) for a request it recorded, sent again as it was."""
+    body = {**request["body"], "stream": True}
+    sent = time.perf_counter()
+    async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+        async for line in response.aiter_lines():
+            if line.startswith("data: {") and first_text(json.loads(line[6:])):
+                break
+    return (time.perf_counter() - sent) * 1000
+
+
 def pct(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
@@ -165,18 +177,25 @@ class Bench:
         await self.wait_done(*(t.turn_id for t in turns + follow))
         return len(turns + follow) / (time.perf_counter() - started)
 
-    async def first_delta_latency(self, character: uuid.UUID) -> list[float]:
-        samples = []
+    async def first_delta_latency(self, character: uuid.UUID) -> tuple[list[float], list[float]]:
+        """100 turns one at a time: publish -> first delta as the bench sees it; and right after each turn, the
+        stub's time to first token for the very request chat sent, replayed as sent. Pairing them keeps both
+        halves of the comparison under the same load: this machine's speed drifts within minutes."""
+        samples, stub_samples = [], []
         conversation = uuid.uuid4()
-        for i in range(100):
-            turn = self.turn(conversation, character, f"Quick question number {i}.")
-            waiter = asyncio.create_task(self.first_delta(turn.turn_id))
-            await asyncio.sleep(0)
-            sent = time.perf_counter()
-            await publish_event(self.broker, turn)
-            samples.append((await waiter - sent) * 1000)
-            await self.wait_done(turn.turn_id)
-        return samples
+        async with httpx.AsyncClient(base_url=self.stub_url.removesuffix("/v1"), timeout=30) as stub:
+            for i in range(100):
+                await stub.post("/_stub/reset")  # its log then holds this turn's requests only
+                turn = self.turn(conversation, character, f"Quick question number {i}.")
+                waiter = asyncio.create_task(self.first_delta(turn.turn_id))
+                await asyncio.sleep(0)
+                sent = time.perf_counter()
+                await publish_event(self.broker, turn)
+                samples.append((await waiter - sent) * 1000)
+                await self.wait_done(turn.turn_id)
+                recorded = (await stub.get("/_stub/requests", params={"model": "orrery-chat"})).json()["requests"]
+                stub_samples.append(await stub_ttft(stub, recorded[-1]))  # the last: the one answered
+        return samples, stub_samples
 
     async def kafka_baseline(self) -> list[float]:
         """publish → handler latency through the same helpers, on a topic chat does not consume."""
@@ -198,21 +217,6 @@ class Bench:
                 await asyncio.sleep(0.0002)
             samples.append((arrived[name] - sent) * 1000)
         await broker.stop()
-        return samples
-
-    async def stub_ttft(self, turns: int) -> list[float]:
-        """The stub's time to first token for the last `turns` chat requests it received, replayed as sent."""
-        async with httpx.AsyncClient(base_url=self.stub_url.removesuffix("/v1"), timeout=30) as client:
-            recorded = (await client.get("/_stub/requests", params={"model": "orrery-chat"})).json()["requests"]
-            samples = []
-            for request in recorded[-turns:]:
-                body = {**request["body"], "stream": True}
-                sent = time.perf_counter()
-                async with client.stream("POST", "/v1/chat/completions", json=body) as response:
-                    async for line in response.aiter_lines():
-                        if line.startswith("data: {") and first_text(json.loads(line[6:])):
-                            samples.append((time.perf_counter() - sent) * 1000)
-                            break
         return samples
 
     async def prompt_growth(self, character: CharacterCreated) -> tuple[list[int], list[int]]:
@@ -248,10 +252,9 @@ async def run(stub_url: str, chat_pid: int, chat_metrics: str) -> None:
         tps = await bench.throughput(character.character_id)
         cpu_per_turn = (cpu_seconds(chat_pid) - cpu_before) / THROUGHPUT_TURNS
         buckets_before = await first_delta_buckets(chat_metrics)
-        turn_ms = await bench.first_delta_latency(character.character_id)
+        turn_ms, stub_ms = await bench.first_delta_latency(character.character_id)
         buckets_after = await first_delta_buckets(chat_metrics)
         kafka_ms = await bench.kafka_baseline()
-        stub_ms = await bench.stub_ttft(len(turn_ms))
         sent, full = await bench.prompt_growth(character)
     finally:
         await bench.broker.stop()

@@ -16,7 +16,7 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
@@ -86,13 +86,13 @@ async def throughput(send: Send, sink: Sink) -> float:
     sink.expect(THROUGHPUT_EVENTS)
     events = [BenchPinged(run=sink.run, seq=seq) for seq in range(THROUGHPUT_EVENTS)]
     start = time.perf_counter()
-    pending = []
+    pending: list[Any] = []  # the broker's delivery futures
     for event in events:
         pending.append(await send(event, False))
         if len(pending) >= 5_000:
-            await asyncio.gather(*pending)  # type: ignore[arg-type]
+            await asyncio.gather(*pending)
             pending.clear()
-    await asyncio.gather(*pending)  # type: ignore[arg-type]
+    await asyncio.gather(*pending)
     await asyncio.wait_for(sink.done.wait(), TIMEOUT)
     return THROUGHPUT_EVENTS / (max(sink.arrived.values()) - start)
 
