@@ -263,6 +263,7 @@ async def begin_in_one_statement(event: ChatTurnRequested, deps: ChatDeps) -> Tu
     if persona is None or not persona.visible_to(event.user_id):
         return None  # begin_turn reads the character and checks it
     message_id = uuid4()
+    recent = deps.recent.get(event.conversation_id)
     async with deps.db.direct_statements() as statements:
         fresh = await sql.start_turn_if_new(
             statements,
@@ -273,6 +274,7 @@ async def begin_in_one_statement(event: ChatTurnRequested, deps: ChatDeps) -> Tu
             message_id=message_id,
             content=event.content,
             client_msg_id=event.client_msg_id,
+            known=(recent.memory, recent.history) if recent is not None else None,
         )
         if fresh is not None:
             started, history = fresh

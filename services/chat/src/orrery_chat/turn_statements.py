@@ -9,6 +9,7 @@ column's type.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 from uuid import UUID, uuid4
@@ -74,7 +75,10 @@ _APPEND = _append()
 # when the conversation does not exist yet, is someone else's, is with another character than the caller
 # expects, or the turn was started by an earlier delivery.
 # Each row is a message (the conversation's unsummarised ones, the new one last); the last row carries the
-# conversation too (its summary is the largest value here: once, not once per message).
+# conversation too (its summary is the largest value here: once, not once per message). A caller that knows the
+# unsummarised messages up to `known_seq` under the memory reaching `known_upto` gets only the new one when that
+# is still so: messages never change and their seqs have no gaps, so the new one's seq following `known_seq`
+# means nothing was appended in between.
 _START_TURN_IF_NEW = (
     _append(
         condition=(
@@ -92,6 +96,9 @@ SELECT * FROM (
            NULL::text AS memory_summary, NULL::int AS memory_upto_seq
     FROM messages
     WHERE conversation_id = %(conversation_id)s::uuid AND seq > (SELECT memory_upto_seq FROM bumped)
+      AND NOT EXISTS (
+          SELECT 1 FROM bumped WHERE last_seq = %(known_seq)s::int + 1 AND memory_upto_seq = %(known_upto)s::int
+      )
     UNION ALL
     SELECT a.message_id, a.seq, a.role, a.content, a.status, a.created_at,
            b.last_seq, b.character_id, b.project_id, b.memory_summary, b.memory_upto_seq
@@ -294,19 +301,33 @@ async def start_turn_if_new(
     message_id: UUID,
     content: str,
     client_msg_id: str | None,
+    known: tuple[Memory, Sequence[StoredMessage]] | None = None,
 ) -> tuple[ConversationState, list[StoredMessage]] | None:
     """The common case in one statement: the user's conversation with `character_id` exists and this is the
     turn's first delivery. Appends the user's message, records the turn as processing and returns the
-    conversation and its unsummarised messages, the new one last; None (having changed nothing) otherwise."""
+    conversation and its unsummarised messages, the new one last; None (having changed nothing) otherwise.
+
+    `known` is a memory and the unsummarised messages after it, as the caller last saw them: while they are
+    still the conversation's, they are not read again."""
     params = _message_params(message_id, conversation_id, "user", content, "complete", turn_id, client_msg_id)
-    rows = await tx.rows(_START_TURN_IF_NEW, {**params, "user_id": user_id, "character_id": character_id})
+    known_memory, known_history = known if known is not None and known[1] else (None, ())
+    known_seq = known_history[-1].seq if known_history else None
+    known_upto = known_memory.upto_seq if known_memory is not None else None
+    params |= {"user_id": user_id, "character_id": character_id, "known_seq": known_seq, "known_upto": known_upto}
+    rows = await tx.rows(_START_TURN_IF_NEW, params)
     if not rows:
         return None
     new = rows[-1]  # the user's message, with the conversation
     memory = Memory(new.memory_summary, new.memory_upto_seq)
     conversation = ConversationState(conversation_id, user_id, new.character_id, new.project_id, memory)
-    history = [stored_from_row(row) for row in rows]
     new_seq = new.last_seq  # the user's message's
+    if known_seq is not None and new_seq == known_seq + 1 and memory.upto_seq == known_upto:
+        # The statement skipped the messages: the caller's are still them.
+        if memory == known_memory:
+            return conversation, [*known_history, stored_from_row(new)]
+        # The same reach in other words (two folds raced): the caller's messages are right, its memory is not.
+        return conversation, [m for m in await messages_after(tx, conversation_id, memory.upto_seq) if m.seq <= new_seq]
+    history = [stored_from_row(row) for row in rows]
     if len(history) != new_seq - memory.upto_seq:
         # The messages were read from the statement's snapshot, taken before it had the conversation's lock: a
         # message committed meanwhile (another process finishing the previous turn during a rebalance) is

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from uuid import UUID, uuid4
 
 import httpx
@@ -13,7 +15,8 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client import REGISTRY
 
-from orrery_chat.domain import Persona
+from orrery_chat import turn_statements as sql
+from orrery_chat.domain import Memory, Persona, StoredMessage
 from orrery_chat.handlers import ChatDeps, TurnContext, begin_in_one_statement
 from orrery_shared.events import ChatTurnCompleted, ChatTurnFailed, ChatTurnRequested, UserMerged
 from orrery_shared.kafka import publish_event
@@ -404,3 +407,66 @@ async def test_a_first_turn_into_an_existing_conversation_is_left_to_the_locking
             await db.execute("SELECT count(*) FROM messages WHERE conversation_id = %s", (first.conversation_id,))
         ).fetchone()
     assert count == (3,)  # greeting, message, reply: nothing added
+
+
+async def _start(deps: ChatDeps, turn: ChatTurnRequested, known: tuple[Memory, list[StoredMessage]] | None) -> Any:
+    async with deps.db.direct_statements() as statements:
+        return await sql.start_turn_if_new(
+            statements,
+            turn_id=turn.turn_id,
+            conversation_id=turn.conversation_id,
+            user_id=turn.user_id,
+            character_id=turn.character_id,
+            message_id=uuid4(),
+            content=turn.content,
+            client_msg_id=None,
+            known=known,
+        )
+
+
+async def test_unsummarised_messages_the_caller_still_knows_are_not_read_again(chat: App, client: Client) -> None:
+    app, _ = chat
+    deps: ChatDeps = app.state.chat
+    persona = await client.introduce()
+    conversation = uuid4()
+    first = await client.send(conversation, persona.character_id, "Count the moons.")
+    await client.until_final(first.turn_id)
+    async with deps.db.direct_statements() as statements:
+        stored = await sql.messages_after(statements, conversation, 0)
+    # What the caller remembers, marked so that a copy read from the database would show.
+    remembered = [replace(m, content=f"remembered: {m.content}") for m in stored]
+    second = first.model_copy(update={"turn_id": uuid4(), "content": "And the suns?"})
+
+    started = await _start(deps, second, (Memory(), remembered))
+
+    assert started is not None
+    _, history = started
+    assert history[:-1] == remembered
+    assert (history[-1].seq, history[-1].content) == (len(stored) + 1, "And the suns?")
+
+
+async def test_a_caller_that_missed_a_message_or_a_memory_gets_the_messages_read(chat: App, client: Client) -> None:
+    app, _ = chat
+    deps: ChatDeps = app.state.chat
+    persona = await client.introduce()
+    conversation = uuid4()
+    first = await client.send(conversation, persona.character_id, "Count the moons.")
+    await client.until_final(first.turn_id)
+    async with deps.db.direct_statements() as statements:
+        stored = await sql.messages_after(statements, conversation, 0)
+    remembered = [replace(m, content=f"remembered: {m.content}") for m in stored]
+
+    missed_one = first.model_copy(update={"turn_id": uuid4(), "content": "Second."})
+    started = await _start(deps, missed_one, (Memory(), remembered[:-1]))  # the reply is not known
+    assert started is not None
+    assert [m.content for m in started[1]] == [m.content for m in stored] + ["Second."]
+
+    async with deps.db.direct_statements() as statements:  # a fold saved elsewhere, with the same reach
+        await sql.save_memory(statements, conversation, Memory("They counted moons.", 1))
+    known = (Memory("Another summary.", 1), [m for m in remembered if m.seq > 1] + [started[1][-1]])
+    other_words = first.model_copy(update={"turn_id": uuid4(), "content": "Third."})
+    started = await _start(deps, other_words, known)
+    assert started is not None
+    state, history = started
+    assert state.memory == Memory("They counted moons.", 1)
+    assert [m.content for m in history] == [m.content for m in stored[1:]] + ["Second.", "Third."]
