@@ -110,7 +110,8 @@ async def test_a_broken_connection_is_not_returned_to_the_pool(scratch_db: Datab
             await tx.execute("SELECT pg_sleep(0.2)", {})
     async with scratch_db.direct_transaction() as tx:
         assert await tx.row("SELECT 1 AS one", {}) is not None
-    assert scratch_db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    # None lost: whatever is still checked out is kept, idle.
+    assert scratch_db.engine.pool.checkedout() == scratch_db.kept_connections  # type: ignore[attr-defined]
 
 
 async def test_a_transaction_cancelled_mid_statement_leaves_the_pool_usable(scratch_db: Database) -> None:
@@ -126,7 +127,8 @@ async def test_a_transaction_cancelled_mid_statement_leaves_the_pool_usable(scra
     for _ in range(6):  # more than the pool holds: every connection handed out works
         async with scratch_db.direct_transaction() as tx:
             assert (await tx.row("SELECT 1 AS one", {})).one == 1
-    assert scratch_db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    # None lost: whatever is still checked out is kept, idle.
+    assert scratch_db.engine.pool.checkedout() == scratch_db.kept_connections  # type: ignore[attr-defined]
 
 
 async def test_statements_commit_on_their_own_and_the_connection_goes_back_as_it_came(scratch_db: Database) -> None:
@@ -185,4 +187,46 @@ async def test_a_statement_cancelled_mid_flight_leaves_the_pool_usable(scratch_d
         async with scratch_db.direct_transaction() as tx:
             assert tx.conn.autocommit is False
             assert (await tx.row("SELECT 1 AS one", {})).one == 1
-    assert scratch_db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    # None lost: whatever is still checked out is kept, idle.
+    assert scratch_db.engine.pool.checkedout() == scratch_db.kept_connections  # type: ignore[attr-defined]
+
+
+async def _backend_pid(db: Database) -> int:
+    async with db.direct_statements() as statements:
+        return int((await statements.row("SELECT pg_backend_pid() AS pid", {})).pid)
+
+
+async def test_direct_transactions_keep_idle_connections_for_the_next_but_leave_half_the_pool_to_sessions(
+    scratch_db: Database,
+) -> None:
+    pool_size = scratch_db.engine.pool.size()  # type: ignore[attr-defined]
+    assert scratch_db.keep_at_most == pool_size // 2 > 0
+
+    # One after another: the same connection every time, kept between them.
+    assert len({await _backend_pid(scratch_db) for _ in range(5)}) == 1
+    assert scratch_db.kept_connections == 1
+
+    # A burst uses the whole pool; afterwards at most half of it stays kept, the rest goes back.
+    async def hold() -> None:
+        async with scratch_db.direct_transaction() as tx:
+            await tx.execute("SELECT pg_sleep(0.1)", {})
+
+    await asyncio.gather(*(hold() for _ in range(pool_size)))
+    assert scratch_db.kept_connections == scratch_db.keep_at_most
+    assert scratch_db.engine.pool.checkedout() == scratch_db.keep_at_most  # type: ignore[attr-defined]
+
+    # Sessions get every connection not kept, all at once.
+    free = pool_size - scratch_db.keep_at_most
+    entered = asyncio.Event()
+    inside = 0
+
+    async def session() -> None:
+        nonlocal inside
+        async with scratch_db.transaction() as tx:
+            await tx.session.execute(sa.text("SELECT 1"))
+            inside += 1
+            if inside == free:
+                entered.set()
+            await asyncio.wait_for(entered.wait(), 5)
+
+    await asyncio.wait_for(asyncio.gather(*(session() for _ in range(free))), 10)

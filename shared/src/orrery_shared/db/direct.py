@@ -5,7 +5,7 @@ Through SQLAlchemy a statement costs a few hundred microseconds of Python before
 transaction. Where that is most of the work, as in chat's few statements before a reply's first token, the
 statements are SQL text run by psycopg itself: psycopg prepares a statement server-side once it has run a few
 times on a connection. The connection comes from the service's one pool, so both kinds of transaction share
-its size and its stale-connection check.
+its size and its stale-connection check (`Database` keeps some of them out of the pool between direct uses).
 """
 
 from __future__ import annotations
