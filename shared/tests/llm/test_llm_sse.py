@@ -104,6 +104,10 @@ def test_chunk_fields_tolerate_what_providers_leave_out() -> None:
     assert chunk_text({"choices": []}) == ("", None)
     assert chunk_text({"choices": [{"delta": {}, "finish_reason": "length"}]}) == ("", "length")
     assert chunk_text({"choices": [{"delta": {"content": None}}]}) == ("", None)
+    assert chunk_text({"choices": [{"delta": {"content": "hi"}, "finish_reason": 7}]}) == ("hi", None)
+    assert chunk_text({"choices": "abc"}) == ("", None)
+    assert chunk_text({"choices": [{"delta": ["content"]}]}) == ("", None)
+    assert chunk_text({"choices": [{"delta": {"content": "hi"}, "finish_reason": "stop"}]}) == ("hi", "stop")
     assert chunk_usage({"usage": None}) is None
     assert chunk_usage({"usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}}) == (12, 3)
 

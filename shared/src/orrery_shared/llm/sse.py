@@ -131,6 +131,15 @@ class EventSplitter:
 
 def chunk_text(chunk: Mapping[str, Any]) -> tuple[str, str | None]:
     """A chunk's text delta (possibly empty) and its finish reason, tolerating providers' omissions."""
+    # Most chunks have the usual shape: it is checked in one go (dozens of chunks a reply), the rest below.
+    try:
+        choice = chunk["choices"][0]
+        content, finish = choice["delta"]["content"], choice.get("finish_reason")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        pass
+    else:
+        if type(content) is str and (finish is None or type(finish) is str):
+            return content, finish
     choices = chunk.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], Mapping):
         return "", None
