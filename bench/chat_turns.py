@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import statistics
 import time
 import uuid
@@ -179,11 +180,14 @@ class Bench:
 
     async def first_delta_latency(self, character: uuid.UUID) -> tuple[list[float], list[float]]:
         """100 turns one at a time: publish -> first delta as the bench sees it; and right after each turn, the
-        stub's time to first token for the very request chat sent, replayed as sent. Pairing them keeps both
-        halves of the comparison under the same load: this machine's speed drifts within minutes."""
+        stub's time to first token for the very request chat sent, replayed as sent (the better of two). Pairing
+        them keeps both halves of the comparison under the same load: this machine's speed drifts within
+        minutes."""
         samples, stub_samples = [], []
         conversation = uuid.uuid4()
-        async with httpx.AsyncClient(base_url=self.stub_url.removesuffix("/v1"), timeout=30) as stub:
+        # No Nagle: a request written in two pieces would otherwise wait out the stub's delayed ACK (~40 ms).
+        nodelay = httpx.AsyncHTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+        async with httpx.AsyncClient(base_url=self.stub_url.removesuffix("/v1"), timeout=30, transport=nodelay) as stub:
             for i in range(100):
                 await stub.post("/_stub/reset")  # its log then holds this turn's requests only
                 turn = self.turn(conversation, character, f"Quick question number {i}.")
@@ -194,7 +198,11 @@ class Bench:
                 samples.append((await waiter - sent) * 1000)
                 await self.wait_done(turn.turn_id)
                 recorded = (await stub.get("/_stub/requests", params={"model": "orrery-chat"})).json()["requests"]
-                stub_samples.append(await stub_ttft(stub, recorded[-1]))  # the last: the one answered
+                # The last request is the one answered. Sent twice, the lower kept: after some turns chat folds
+                # memory, which asks this same stub for a summary, and a replay landing beside it measures that
+                # too. The lower of two only makes the baseline smaller, and chat's added time larger.
+                replays = [await stub_ttft(stub, recorded[-1]) for _ in range(2)]
+                stub_samples.append(min(replays))
         return samples, stub_samples
 
     async def kafka_baseline(self) -> list[float]:
