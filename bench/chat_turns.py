@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import statistics
 import time
 import uuid
@@ -185,9 +184,7 @@ class Bench:
         minutes."""
         samples, stub_samples = [], []
         conversation = uuid.uuid4()
-        # No Nagle: a request written in two pieces would otherwise wait out the stub's delayed ACK (~40 ms).
-        nodelay = httpx.AsyncHTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
-        async with httpx.AsyncClient(base_url=self.stub_url.removesuffix("/v1"), timeout=30, transport=nodelay) as stub:
+        async with httpx.AsyncClient(base_url=self.stub_url.removesuffix("/v1"), timeout=30) as stub:
             for i in range(100):
                 await stub.post("/_stub/reset")  # its log then holds this turn's requests only
                 turn = self.turn(conversation, character, f"Quick question number {i}.")
