@@ -541,23 +541,7 @@ async def project_character(event: CharacterCreated, tx: Transaction, personas: 
     """Keep chat's own copy of a character (an upsert: replays are harmless), and its persona at hand: the
     character's first turn usually follows within seconds, and a known persona lets it start in one statement."""
     await repo.upsert_character(tx.session, event)
-    personas.put(
-        Persona(
-            character_id=event.character_id,
-            name=event.name,
-            planet=event.planet,
-            sex=event.sex,
-            species=event.species,
-            archetype=event.archetype,
-            personality=event.personality,
-            backstory=event.backstory,
-            speaking_style=event.speaking_style,
-            greeting=event.greeting,
-            owner_user_id=event.owner_user_id,
-            portrait_url=event.portrait_url,
-            tags=tuple(event.tags),
-        )
-    )
+    personas.put(repo.persona_of(event))
 
 
 async def reown_after_merge(event: UserMerged, tx: Transaction) -> None:

@@ -38,7 +38,9 @@ async def upsert_character(session: AsyncSession, event: CharacterCreated) -> No
     )
 
 
-def persona_from_row(row: Any) -> Persona:
+def persona_of(row: Any) -> Persona:
+    """The persona of anything carrying a character's fields by name: a `characters` row, or the
+    `character.created` event itself."""
     return Persona(
         character_id=row.character_id,
         name=row.name,
@@ -58,7 +60,7 @@ def persona_from_row(row: Any) -> Persona:
 
 async def persona(session: AsyncSession, character_id: UUID) -> Persona | None:
     row = (await session.execute(sa.select(characters).where(characters.c.character_id == character_id))).first()
-    return persona_from_row(row) if row else None
+    return persona_of(row) if row else None
 
 
 async def conversation_of(session: AsyncSession, conversation_id: UUID, user_id: UUID) -> Any:

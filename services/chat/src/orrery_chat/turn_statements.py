@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 from uuid import UUID, uuid4
 
 from orrery_chat.domain import Memory, Persona, StoredMessage
-from orrery_chat.repository import persona_from_row, stored_from_row
+from orrery_chat.repository import persona_of, stored_from_row
 from orrery_shared.db.direct import OUTBOX_COLUMNS, OUTBOX_VALUES, DirectTransaction
 from orrery_shared.events import Event
 
@@ -241,7 +241,7 @@ async def conversation_of(tx: DirectTransaction, conversation_id: UUID, user_id:
 
 async def persona(tx: DirectTransaction, character_id: UUID) -> Persona | None:
     row = await tx.row(_PERSONA, {"character_id": character_id})
-    return persona_from_row(row) if row else None
+    return persona_of(row) if row else None
 
 
 async def create_conversation(

@@ -424,7 +424,11 @@ async def _start(deps: ChatDeps, turn: ChatTurnRequested, known: tuple[Memory, l
         )
 
 
-async def test_unsummarised_messages_the_caller_still_knows_are_not_read_again(chat: App, client: Client) -> None:
+async def _answered_once(
+    chat: App, client: Client
+) -> tuple[ChatDeps, ChatTurnRequested, list[StoredMessage], list[StoredMessage]]:
+    """A conversation after one answered turn: its first turn, its stored messages, and those messages as a
+    caller remembers them (marked, so that a copy read from the database would show)."""
     app, _ = chat
     deps: ChatDeps = app.state.chat
     persona = await client.introduce()
@@ -433,8 +437,11 @@ async def test_unsummarised_messages_the_caller_still_knows_are_not_read_again(c
     await client.until_final(first.turn_id)
     async with deps.db.direct_statements() as statements:
         stored = await sql.messages_after(statements, conversation, 0)
-    # What the caller remembers, marked so that a copy read from the database would show.
-    remembered = [replace(m, content=f"remembered: {m.content}") for m in stored]
+    return deps, first, stored, [replace(m, content=f"remembered: {m.content}") for m in stored]
+
+
+async def test_unsummarised_messages_the_caller_still_knows_are_not_read_again(chat: App, client: Client) -> None:
+    deps, first, stored, remembered = await _answered_once(chat, client)
     second = first.model_copy(update={"turn_id": uuid4(), "content": "And the suns?"})
 
     started = await _start(deps, second, (Memory(), remembered))
@@ -446,15 +453,8 @@ async def test_unsummarised_messages_the_caller_still_knows_are_not_read_again(c
 
 
 async def test_a_caller_that_missed_a_message_or_a_memory_gets_the_messages_read(chat: App, client: Client) -> None:
-    app, _ = chat
-    deps: ChatDeps = app.state.chat
-    persona = await client.introduce()
-    conversation = uuid4()
-    first = await client.send(conversation, persona.character_id, "Count the moons.")
-    await client.until_final(first.turn_id)
-    async with deps.db.direct_statements() as statements:
-        stored = await sql.messages_after(statements, conversation, 0)
-    remembered = [replace(m, content=f"remembered: {m.content}") for m in stored]
+    deps, first, stored, remembered = await _answered_once(chat, client)
+    conversation = first.conversation_id
 
     missed_one = first.model_copy(update={"turn_id": uuid4(), "content": "Second."})
     started = await _start(deps, missed_one, (Memory(), remembered[:-1]))  # the reply is not known
