@@ -4,8 +4,9 @@ Starts its own LLM stub (no think time, unpaced tokens) and one chat process on 
 1. turns/s: 400 turns over 100 conversations published at once; time until every turn's `done` is in Redis.
 2. added time to first delta: 100 turns one at a time. Chat's histogram `orrery_chat_first_delta_seconds`
    (taking the turn -> its first delta in Redis) against the stub's own time to first token for the very
-   requests chat sent during those turns, each replayed with a bare HTTP client right after its turn (the
-   prompt's size is the stub's work, not chat's; right after, so both are measured under the same load).
+   requests chat sent during those turns, each replayed twice with a bare HTTP client right after its turn and
+   the lower time kept (the prompt's size is the stub's work, not chat's; right after, so both are measured
+   under the same load).
    Added = chat's time - the stub's, p50 and p99. Also printed: publish -> first delta as
    the bench sees it, against a publish -> consume round trip through the same Kafka helpers plus the stub.
 3. prompt tokens per turn for a 200-turn conversation, against sending the whole history every turn

@@ -182,7 +182,8 @@ def _guess_reply(event: ChatTurnRequested, deps: ChatDeps) -> GuessedReply | Non
     """Request the reply from what this process knew of the conversation after its last turn, if it knows it.
 
     The request leaves before the turn's cancel flag is read: waiting for that round trip would put it before
-    the provider's time to first token. A turn cancelled while queued is rare; its guess is dropped unused."""
+    the provider's time to first token. A turn cancelled while queued is rare; the guess's first write reads the
+    flag and writes nothing, so its request is all it costs."""
     recent = deps.recent.get(event.conversation_id)
     persona = deps.personas.get(event.character_id)
     if recent is None or not recent.history or persona is None or not persona.visible_to(event.user_id):
@@ -294,7 +295,7 @@ async def begin_in_one_statement(event: ChatTurnRequested, deps: ChatDeps) -> Tu
         )
     if opening is None:
         return None
-    return TurnContext(event, project_id, persona, Memory("", 0), opening, opening[-1], False)
+    return TurnContext(event, project_id, persona, Memory(), opening, opening[-1], False)
 
 
 async def begin_turn(

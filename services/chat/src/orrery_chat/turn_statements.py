@@ -310,7 +310,7 @@ async def start_turn_if_new(
     `known` is a memory and the unsummarised messages after it, as the caller last saw them: while they are
     still the conversation's, they are not read again."""
     params = _message_params(message_id, conversation_id, "user", content, "complete", turn_id, client_msg_id)
-    known_memory, known_history = known if known is not None and known[1] else (None, ())
+    known_memory, known_history = known or (None, ())
     known_seq = known_history[-1].seq if known_history else None
     known_upto = known_memory.upto_seq if known_memory is not None else None
     params |= {"user_id": user_id, "character_id": character_id, "known_seq": known_seq, "known_upto": known_upto}

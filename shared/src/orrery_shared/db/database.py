@@ -41,18 +41,21 @@ def make_engine(database_url: str, schema: str, pool_size: int = 10) -> AsyncEng
 
 
 def _refuse_stale_connection(_dbapi_connection: Any, _record: Any, proxy: Any) -> None:
-    """Replace a pooled connection the server has closed (a restart, an idle timeout, a terminated backend).
+    """Replace a pooled connection the server has closed (a restart, an idle timeout, a terminated backend)."""
+    if _closed_by_server(proxy.driver_connection):
+        raise sa_exc.DisconnectionError("the server closed the connection")
 
-    An idle connection has nothing to read: if its socket is readable, the server sent its goodbye or closed
-    it. That costs a poll of the socket, where a ping costs a round trip per transaction.
-    """
-    pgconn = proxy.driver_connection.pgconn
+
+def _closed_by_server(driver: psycopg.AsyncConnection[Any]) -> bool:
+    """Whether an idle connection is gone. An idle connection has nothing to read: if its socket is readable,
+    the server sent its goodbye or closed it. That costs a poll of the socket, where a ping costs a round trip
+    per transaction."""
+    pgconn = driver.pgconn
     if pgconn.status != psycopg.pq.ConnStatus.OK:
-        raise sa_exc.DisconnectionError("connection closed")
+        return True
     poller = select.poll()
     poller.register(pgconn.socket, select.POLLIN)
-    if poller.poll(0):
-        raise sa_exc.DisconnectionError("the server closed the connection")
+    return bool(poller.poll(0))
 
 
 class Transaction:
@@ -172,12 +175,11 @@ class Database:
         """The most recently kept connection that is still open (the pool's stale check, done here)."""
         while self._kept:
             proxied = self._kept.pop()
-            try:
-                _refuse_stale_connection(None, None, proxied)
-            except sa_exc.DisconnectionError:
-                await greenlet_spawn(proxied.invalidate)
-                continue
-            return proxied
+            driver = proxied.driver_connection
+            assert isinstance(driver, psycopg.AsyncConnection)
+            if not _closed_by_server(driver):
+                return proxied
+            await greenlet_spawn(proxied.invalidate)
         return None
 
     async def _release_kept(self) -> None:
