@@ -6,6 +6,7 @@ import asyncio
 import time
 from uuid import uuid4
 
+import httpx
 import pytest
 from playwright.async_api import BrowserContext, Page, Request, expect
 
@@ -81,6 +82,39 @@ async def test_a_guest_who_signs_in_by_email_keeps_the_conversations(page: Page,
     await expect(listed).to_contain_text(name)
     await listed.locator(".conv-open").click()
     await expect(page.locator("#transcript .msg-user .msg-text")).to_have_text(["Remember the comet over Vey."])
+
+
+async def test_a_guest_opening_a_link_someone_else_asked_for_is_asked_first_and_keeps_its_chats(
+    page: Page, stub: StubControl
+) -> None:
+    """Login CSRF: an attacker asks for a link to the attacker's own address and gets a guest to open it."""
+    attacker = new_address()
+    async with httpx.AsyncClient(base_url=GATEWAY) as client:
+        asked = await client.post("/api/auth/magic-link", json={"email": attacker, "username": "Mallory"})
+        assert asked.status_code == 202
+    await continue_as_guest(page)
+    await spin(page)
+    await finished(await say(page, "A secret about the comet."))
+    guest_session = await session(page)
+    guest = guest_session["user"]
+
+    link = await sign_in_link(attacker)
+    await page.goto(link)
+    await expect(page.locator("#status")).to_contain_text("not asked for from this browser")
+    await expect(page.locator("#status")).to_contain_text(guest["username"])
+    await page.get_by_role("button", name="Stay the guest").click()
+    await expect(page).to_have_url(f"{GATEWAY}/", timeout=SLOW)
+    assert (await session(page))["user"]["id"] == guest["id"]
+
+    # Even when the user goes ahead, the guest stays its own: the link was not asked for by it.
+    await page.goto(link)  # staying spent nothing: the same link still works
+    await page.get_by_role("button", name="Sign in with this link").click()
+    await expect(page).to_have_url(f"{GATEWAY}/", timeout=SLOW)
+    assert (await session(page))["user"]["email"] == attacker
+    async with httpx.AsyncClient(base_url=GATEWAY) as client:
+        me = await client.get("/api/me", headers={"Authorization": f"Bearer {guest_session['access_token']}"})
+        assert me.status_code == 200, me.text
+        assert me.json()["is_guest"] is True
 
 
 async def test_two_tabs_renew_the_session_once_before_it_expires_and_stay_signed_in(

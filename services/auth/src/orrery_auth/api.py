@@ -145,16 +145,21 @@ def auth_router(
     }
 
     @router.post("/auth/magic-link", status_code=202, response_model=MagicLinkAccepted, responses=errors)
-    async def request_magic_link(body: MagicLinkRequest, ip: ClientIp) -> MagicLinkAccepted:
-        """Mail a sign-in link; the answer is the same whether or not the address has an account."""
-        await _call(handlers.request_magic_link(body.email, body.username, ip))
+    async def request_magic_link(
+        body: MagicLinkRequest, ip: ClientIp, requester: Annotated[Principal | None, Depends(maybe_principal)]
+    ) -> MagicLinkAccepted:
+        """Mail a sign-in link; the answer is the same whether or not the address has an account.
+
+        A guest's bearer token binds the link to that guest: completing it folds that guest into the account."""
+        await _call(handlers.request_magic_link(body.email, body.username, ip, requester))
         return MagicLinkAccepted(expires_in=magic_link_ttl)
 
     @router.post("/auth/verify", response_model=TokenResponse, responses=errors)
     async def verify(
         body: VerifyRequest, ip: ClientIp, guest: Annotated[Principal | None, Depends(maybe_principal)]
     ) -> TokenResponse:
-        """Exchange a sign-in link's token for a session; a guest's bearer token folds the guest in."""
+        """Exchange a sign-in link's token for a session; the guest that asked for the link, presenting its
+        bearer token, is folded in."""
         return TokenResponse.of(await _call(handlers.verify_magic_link(body.token, guest, ip)))
 
     @router.post("/auth/guest", status_code=201, response_model=TokenResponse, responses=errors)

@@ -38,6 +38,8 @@ class Session:
 class MagicLink:
     email: str
     username: str
+    # The guest whose session asked for the link: the only one it may fold into the account.
+    guest_id: UUID | None = None
 
 
 # --- secrets --------------------------------------------------------------------------------------------

@@ -79,8 +79,14 @@ class AuthHandlers:
 
     # --- magic links ----------------------------------------------------------------------------------
 
-    async def request_magic_link(self, email: str, username: str, client_ip: str) -> None:
-        """Mail a single-use sign-in link to `email` (already normalised), known address or not."""
+    async def request_magic_link(
+        self, email: str, username: str, client_ip: str, requester: Principal | None = None
+    ) -> None:
+        """Mail a single-use sign-in link to `email` (already normalised), known address or not.
+
+        A guest asking binds the link to itself: only that guest is folded into the account when the link is
+        used, so a link someone else asked for can never carry away a guest's conversations.
+        """
         p = self.policy
         await self.limiter.hit("magic-link-ip", client_ip, p.magic_links_per_ip, p.magic_link_window_seconds)
         await self.limiter.hit("magic-link-email", email, p.magic_links_per_email, p.magic_link_window_seconds)
@@ -88,7 +94,8 @@ class AuthHandlers:
         now = self.clock()
         async with self.db.transaction() as tx:
             await repo.purge_magic_links(tx.session, email, before=now)
-            link = MagicLink(email=email, username=username)
+            guest_id = requester.user_id if requester is not None and requester.is_guest else None
+            link = MagicLink(email=email, username=username, guest_id=guest_id)
             await repo.insert_magic_link(tx.session, secret_hash(token), link, now, now + p.magic_link_ttl)
         url = f"{p.link_base_url}/auth/verify?{urlencode({'token': token})}"
         minutes = int(p.magic_link_ttl.total_seconds() // 60)
@@ -97,7 +104,8 @@ class AuthHandlers:
         log.info("magic link sent", extra={"email_domain": email_domain(email)})
 
     async def verify_magic_link(self, token: str, guest: Principal | None, client_ip: str) -> Session:
-        """Consume the link (exactly once), sign its owner in, and fold a presenting guest into the account."""
+        """Consume the link (exactly once), sign its owner in, and fold the guest into the account when the
+        guest presenting the link is the one that asked for it (any other is left as it is)."""
         p = self.policy
         await self.limiter.hit("verify-ip", client_ip, p.verifications_per_ip, p.ip_window_seconds)
         now = self.clock()
@@ -107,7 +115,7 @@ class AuthHandlers:
             if link is None:
                 raise await self._why_link_refused(tx.session, token_hash)
             account = await self._account_for(tx, link, now)
-            if guest is not None and guest.is_guest:
+            if guest is not None and guest.is_guest and guest.user_id == link.guest_id:
                 await self._merge_guest(tx, guest.user_id, account, now)
             await repo.mark_signed_in(tx.session, account.id, now)
             session = await self._open_session(tx.session, account, now)

@@ -36,6 +36,7 @@ magic_links = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("consumed_at", sa.DateTime(timezone=True)),
+    sa.Column("guest_id", sa.Uuid),
 )
 
 refresh_families = sa.Table(
@@ -126,6 +127,7 @@ async def insert_magic_link(
             username=link.username,
             created_at=created_at,
             expires_at=expires_at,
+            guest_id=link.guest_id,
         )
     )
 
@@ -145,10 +147,10 @@ async def consume_magic_link(session: AsyncSession, token_hash: bytes, now: date
             magic_links.c.expires_at > now,
         )
         .values(consumed_at=now)
-        .returning(magic_links.c.email, magic_links.c.username)
+        .returning(magic_links.c.email, magic_links.c.username, magic_links.c.guest_id)
     )
     row = result.first()
-    return None if row is None else MagicLink(email=row.email, username=row.username)
+    return None if row is None else MagicLink(email=row.email, username=row.username, guest_id=row.guest_id)
 
 
 @dataclass(frozen=True)

@@ -173,9 +173,12 @@ async def sign_in(
     username: str = "Ada",
     headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Request a link, take it from the delivered mail, verify it; returns the token response."""
+    """Request a link, take it from the delivered mail, verify it; returns the token response.
+
+    `headers` (a guest's bearer token) go with both the request and the verification, as the web client sends
+    them: a link folds in only the guest that asked for it."""
     before = len(mailbox.to(email))
-    response = await client.post("/auth/magic-link", json={"email": email, "username": username})
+    response = await client.post("/auth/magic-link", json={"email": email, "username": username}, headers=headers)
     assert response.status_code == 202, response.text
     mail = await mailbox.mail_to(email, count=before + 1)
     token = link_token(mail.links[0])

@@ -113,7 +113,7 @@ async def test_a_guest_presenting_a_refused_token_at_verify_is_refused_without_s
 ) -> None:
     guest = await start_guest(client)
     email = unique_email("refused-guest")
-    await client.post("/auth/magic-link", json={"email": email, "username": "Late Guest"})
+    await client.post("/auth/magic-link", json={"email": email, "username": "Late Guest"}, headers=bearer(guest))
     token = link_token((await smtp_mailbox.mail_to(email)).links[0])
     header, payload, _ = guest["access_token"].split(".")
     forged = f"{header}.{payload}.{'A' * 86}"
@@ -126,3 +126,56 @@ async def test_a_guest_presenting_a_refused_token_at_verify_is_refused_without_s
     renewed = (await client.post("/auth/refresh", json={"refresh_token": guest["refresh_token"]})).json()
     retried = await client.post("/auth/verify", json={"token": token}, headers=bearer(renewed))
     assert retried.status_code == 200
+
+
+async def test_a_link_someone_else_asked_for_signs_in_without_taking_the_guest_along(
+    infra: Infra, client: httpx.AsyncClient, smtp_mailbox: SmtpServer
+) -> None:
+    """Login CSRF: an attacker mails a link for the attacker's own address to a guest, who opens it."""
+    attacker = await start_guest(client)
+    victim = await start_guest(client)
+    email = unique_email("attacker")
+    asked = await client.post(
+        "/auth/magic-link", json={"email": email, "username": "Mallory"}, headers=bearer(attacker)
+    )
+    assert asked.status_code == 202
+    token = link_token((await smtp_mailbox.mail_to(email)).links[0])
+
+    async with KafkaTail(infra.kafka_bootstrap, UserMerged) as tail:
+        opened = await client.post("/auth/verify", json={"token": token}, headers=bearer(victim))
+        assert opened.status_code == 200, opened.text
+        with pytest.raises(AssertionError):
+            await tail.first(lambda e: str(e.from_user_id) == victim["user"]["id"], timeout=3)
+
+    assert opened.json()["user"]["email"] == email
+    # The victim's guest session and everything it owns stay the victim's.
+    assert (await client.get("/me", headers=bearer(victim))).status_code == 200
+    refreshed = await client.post("/auth/refresh", json={"refresh_token": victim["refresh_token"]})
+    assert refreshed.status_code == 200
+
+
+async def test_a_link_asked_for_anonymously_merges_no_guest(
+    infra: Infra, client: httpx.AsyncClient, smtp_mailbox: SmtpServer
+) -> None:
+    guest = await start_guest(client)
+    email = unique_email("anonymous-ask")
+    await client.post("/auth/magic-link", json={"email": email, "username": "Nobody"})
+    token = link_token((await smtp_mailbox.mail_to(email)).links[0])
+    async with KafkaTail(infra.kafka_bootstrap, UserMerged) as tail:
+        opened = await client.post("/auth/verify", json={"token": token}, headers=bearer(guest))
+        assert opened.status_code == 200, opened.text
+        with pytest.raises(AssertionError):
+            await tail.first(lambda e: str(e.from_user_id) == guest["user"]["id"], timeout=3)
+    assert (await client.get("/me", headers=bearer(guest))).status_code == 200
+
+
+async def test_a_guests_link_opened_without_its_token_signs_in_and_leaves_the_guest_alone(
+    client: httpx.AsyncClient, smtp_mailbox: SmtpServer
+) -> None:
+    guest = await start_guest(client)
+    email = unique_email("other-device")
+    await client.post("/auth/magic-link", json={"email": email, "username": "Phone"}, headers=bearer(guest))
+    token = link_token((await smtp_mailbox.mail_to(email)).links[0])
+    opened = await client.post("/auth/verify", json={"token": token})
+    assert opened.status_code == 200, opened.text
+    assert (await client.get("/me", headers=bearer(guest))).status_code == 200

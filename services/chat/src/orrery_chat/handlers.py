@@ -4,6 +4,11 @@ A turn is processed exactly once in effect even though Kafka delivers at least o
 how far it got. A redelivery of a finished turn only re-announces `done`; a redelivery of a turn that was
 interrupted mid-stream (the process died) announces `restart` and generates the reply anew; either way one
 assistant message and one completed event exist.
+
+A redelivery can also come while the earlier attempt is still alive (a rebalance handed the turn to another
+process). Attempts are therefore fenced: each has a number (`turns.attempts`), only the newest may write to the
+token stream (see orrery_chat.streams) or store a result, and the database holds at most one reply per turn. The
+older attempt finds out at its next write or when it stores, and stops without a word.
 """
 
 from __future__ import annotations
@@ -101,6 +106,7 @@ class TurnContext:
     history: list[StoredMessage]
     user_message: StoredMessage
     redelivered: bool
+    attempt: int  # this delivery's number among the turn's attempts (turns.attempts)
 
 
 @dataclass(frozen=True)
@@ -211,15 +217,13 @@ async def _answer(
         await _reject(event, deps, stream, "unknown_character", retryable=True)
         return
     if isinstance(started, FinishedTurn):
-        await stream.resume_numbering()
         if started.status == "failed":
-            await stream.error(started.failure or "failed", retryable=True)
+            await stream.announce_error(started.failure or "failed", retryable=True)
         else:
             assert started.assistant_message_id is not None
-            await stream.done(started.assistant_message_id, started.status)
+            await stream.announce_done(started.assistant_message_id, started.status)
         return
-    if started.redelivered:
-        await stream.resume_numbering()
+    stream.attempt = started.attempt
     if _expired(event, deps):
         # Nobody waits for a reply this late (after an outage, say): keep the message, spend no tokens.
         await _fail(started, deps, stream, "expired: the message waited too long to be answered; send it again")
@@ -279,7 +283,7 @@ async def begin_in_one_statement(event: ChatTurnRequested, deps: ChatDeps) -> Tu
         )
         if fresh is not None:
             started, history = fresh
-            return TurnContext(event, started.project_id, persona, started.memory, history, history[-1], False)
+            return TurnContext(event, started.project_id, persona, started.memory, history, history[-1], False, 1)
         project_id = event.project_id or uuid4()
         opening = await sql.start_conversation_if_new(
             statements,
@@ -295,13 +299,14 @@ async def begin_in_one_statement(event: ChatTurnRequested, deps: ChatDeps) -> Tu
         )
     if opening is None:
         return None
-    return TurnContext(event, project_id, persona, Memory(), opening, opening[-1], False)
+    return TurnContext(event, project_id, persona, Memory(), opening, opening[-1], False, 1)
 
 
 async def begin_turn(
     tx: DirectTransaction, event: ChatTurnRequested, personas: PersonaCache
 ) -> TurnContext | FinishedTurn:
-    """Record the user's message and the turn (first delivery), or find out how far an earlier delivery got."""
+    """Record the user's message and the turn (first delivery), or find out how far an earlier delivery got and
+    take the turn over from it (a new attempt)."""
     locked = await sql.conversation_and_turn_for_update(tx, event.conversation_id, event.turn_id)
     # No conversation yet means no turn of it either (deleting a conversation deletes its turns).
     conversation, turn = locked if locked is not None else (None, None)
@@ -332,16 +337,16 @@ async def begin_turn(
             client_msg_id=event.client_msg_id,
             after_seq=memory.upto_seq,
         )
-        user_message, redelivered = history[-1], False
+        user_message, redelivered, attempt = history[-1], False, 1
     else:
-        await sql.retry_turn(tx, event.turn_id)
+        attempt = await sql.retry_turn(tx, event.turn_id)
         found = await sql.message(tx, turn.user_message_id)
         assert found is not None
         user_message, redelivered = found, True
         history = await sql.messages_after(tx, event.conversation_id, memory.upto_seq)
     # The reply answers this turn's message: later messages (none, normally) stay out of its prompt.
     history = [m for m in history if m.seq <= user_message.seq]
-    return TurnContext(event, conversation.project_id, persona, memory, history, user_message, redelivered)
+    return TurnContext(event, conversation.project_id, persona, memory, history, user_message, redelivered, attempt)
 
 
 async def _visible_persona(tx: DirectTransaction, character_id: UUID, user_id: UUID, personas: PersonaCache) -> Persona:
@@ -366,17 +371,19 @@ async def _generate(
             first = await guessed.first
             if first is not None:
                 await stream.push(first)
-                cancelled = stream.cancel_requested
-        if not cancelled:
+        if not cancelled and not stream.stopped:
             async for delta in reply:
                 await stream.push(delta)
-                if stream.cancel_requested:
-                    cancelled = True
+                if stream.stopped:
                     break
             await stream.flush()
-            cancelled = cancelled or stream.cancel_requested
             if stream.time_to_first_delta is not None:
                 FIRST_DELTA_SECONDS.observe(stream.time_to_first_delta)
+        if stream.superseded:
+            await reply.aclose()
+            _superseded(ctx)
+            return
+        cancelled = cancelled or stream.cancel_requested
         if cancelled:
             await reply.aclose()
             usage = _estimated_usage(prompt.messages, reply.text, deps.count)
@@ -393,6 +400,9 @@ async def _generate(
     status = "cancelled" if cancelled else "complete"
     # A cancelled reply keeps what its readers were shown; deltas read after the flag was seen are not part of it.
     assistant = await _complete(ctx, deps, stream.text if cancelled else reply.text, status, usage)
+    if assistant is None:
+        _superseded(ctx)
+        return
     deps.recent.answered(ctx.event.conversation_id, ctx.memory, [*ctx.history, assistant])
     await stream.done(assistant.message_id, status)
     # Folding memory calls the LLM; doing it beside the lane lets the conversation's next turn start now. Most
@@ -414,7 +424,15 @@ def _estimated_usage(messages: list[dict[str, str]], text: str, count: TokenCoun
     return TokenUsage(prompt_tokens=prompt, completion_tokens=count(text), model="unknown")
 
 
-async def _complete(ctx: TurnContext, deps: ChatDeps, text: str, status: str, usage: TokenUsage) -> StoredMessage:
+def _superseded(ctx: TurnContext) -> None:
+    # A later attempt answers the turn (a rebalance handed it on while this one was alive): this one says nothing.
+    log.info("turn taken over by a later attempt", extra={"turn_id": str(ctx.event.turn_id), "attempt": ctx.attempt})
+
+
+async def _complete(
+    ctx: TurnContext, deps: ChatDeps, text: str, status: str, usage: TokenUsage
+) -> StoredMessage | None:
+    """Store the reply and announce the turn's end; None (storing nothing) when a later attempt took it over."""
     event = ctx.event
     reply = MessageRecord(message_id=uuid4(), content=text, created_at=datetime.now(UTC))
     completed = ChatTurnCompleted(
@@ -434,6 +452,7 @@ async def _complete(ctx: TurnContext, deps: ChatDeps, text: str, status: str, us
         return await sql.finish_turn(
             statements,
             turn_id=event.turn_id,
+            attempt=ctx.attempt,
             conversation_id=event.conversation_id,
             message_id=reply.message_id,
             content=text,
@@ -455,15 +474,18 @@ async def _fail(ctx: TurnContext, deps: ChatDeps, stream: TokenStream, reason: s
     event = ctx.event
     deps.recent.forget(event.conversation_id)
     async with deps.db.direct_transaction() as tx:
-        await sql.fail_turn(tx, event.turn_id, reason)
-        await tx.publish(_failed(event, reason, retryable=True))
+        failed = await sql.fail_turn(tx, event.turn_id, ctx.attempt, reason)
+        if failed:
+            await tx.publish(_failed(event, reason, retryable=True))
+    if not failed:
+        _superseded(ctx)
+        return
     await stream.error(reason, retryable=True)
 
 
 async def _reject(event: ChatTurnRequested, deps: ChatDeps, stream: TokenStream, reason: str, retryable: bool) -> None:
     async with deps.db.direct_transaction() as tx:
         await tx.publish(_failed(event, reason, retryable))
-    await stream.resume_numbering()
     await stream.error(reason, retryable)
 
 

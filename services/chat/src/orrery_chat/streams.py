@@ -3,6 +3,12 @@
 Every entry carries a `seq` that only grows within a turn (a regenerated turn continues after the entries of
 the interrupted attempt), so a reader resuming "after seq N" gets exactly what follows, with no gap or repeat.
 Entry types: delta {text}, restart {}, done {message_id, status}, error {reason, retryable}.
+
+Attempts are fenced. Each delivery of a turn that answers it is an attempt with a number from the database
+(`turns.attempts`); the key `turn:{turn_id}:attempt` holds the newest attempt that wrote, and a write of an
+older one is refused, so once a later attempt has written its `restart` an earlier one (still streaming after
+a rebalance handed its turn on) writes nothing more. The entries are numbered by the scripts themselves, from
+the stream's last entry, so two writers can never repeat a `seq`.
 """
 
 from __future__ import annotations
@@ -13,18 +19,46 @@ from uuid import UUID
 
 from redis.asyncio import Redis
 
-# Appends a batch of deltas as entries numbered on from ARGV[1], and sets the stream's expiry when ARGV[2] is not
-# 0; or, when the turn's cancel flag (KEYS[2]) is set, writes nothing and returns -1. One command per batch: written
-# one XADD each, a batch cost chat a command to encode and a reply to parse per delta, which was most of the time
-# spent writing a reply. Reading the flag in the same script means nothing is written once it is set, and no
-# round trip of its own. (EVAL, not EVALSHA: the script's text is short, and nothing needs loading again after
-# Redis restarts.)
-APPEND_DELTAS = """
+# Reads the fence (KEYS[3]): an attempt older than the newest that wrote gets -2 and writes nothing; a newer one
+# becomes the newest. Then numbers on from the stream's (KEYS[1]) last entry. ARGV[1] is the attempt; 0 writes
+# unfenced (a turn refused before it had an attempt, or an announcement of a stored result).
+_FENCE_AND_NUMBER = """
+local attempt = tonumber(ARGV[1])
+if attempt > 0 then
+    local newest = tonumber(redis.call('GET', KEYS[3]) or '0')
+    if newest > attempt then
+        return -2
+    end
+    if newest < attempt then
+        redis.call('SET', KEYS[3], attempt, 'EX', ARGV[3])
+    end
+end
+local seq = 0
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local kind = nil
+if last[1] then
+    local fields = last[1][2]
+    for i = 1, #fields, 2 do
+        if fields[i] == 'seq' then seq = tonumber(fields[i + 1]) end
+        if fields[i] == 'type' then kind = fields[i + 1] end
+    end
+end
+"""
+
+# Appends a batch of deltas (ARGV[4…]), and sets the stream's expiry when ARGV[2] is not 0; or, when the turn's
+# cancel flag (KEYS[2]) is set, writes nothing and returns -1. One command per batch: written one XADD each, a
+# batch cost chat a command to encode and a reply to parse per delta, which was most of the time spent writing a
+# reply. Reading the flag in the same script means nothing is written once it is set, and no round trip of its
+# own. (EVAL, not EVALSHA: the script's text is short, and nothing needs loading again after Redis restarts.)
+APPEND_DELTAS = (
+    """
 if redis.call('EXISTS', KEYS[2]) == 1 then
     return -1
 end
-local seq = tonumber(ARGV[1])
-for i = 3, #ARGV do
+"""
+    + _FENCE_AND_NUMBER
+    + """
+for i = 4, #ARGV do
     seq = seq + 1
     redis.call('XADD', KEYS[1], '*', 'seq', seq, 'type', 'delta', 'text', ARGV[i])
 end
@@ -33,7 +67,30 @@ if ARGV[2] ~= '0' then
 end
 return seq
 """
+)
 
+# Appends a final or restart entry (type ARGV[4], then field/value pairs) and sets the stream's expiry to ARGV[2].
+# With ARGV[5] = '1' (announcing a result already stored) nothing is written, and 0 returned, when the stream
+# already ends with a `done` or an `error`: a redelivery does not announce a turn twice.
+APPEND_ENTRY = (
+    _FENCE_AND_NUMBER
+    + """
+if ARGV[5] == '1' and (kind == 'done' or kind == 'error') then
+    return 0
+end
+seq = seq + 1
+local entry = {'seq', seq, 'type', ARGV[4]}
+for i = 6, #ARGV do
+    entry[#entry + 1] = ARGV[i]
+end
+redis.call('XADD', KEYS[1], '*', unpack(entry))
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return seq
+"""
+)
+
+FENCED = -2
+CANCELLED = -1
 
 BATCH_YIELD = 64  # deltas read in a row without letting their write start
 
@@ -46,22 +103,34 @@ def cancel_key(turn_id: UUID) -> str:
     return f"turn:{turn_id}:cancel"
 
 
+def attempt_key(turn_id: UUID) -> str:
+    return f"turn:{turn_id}:attempt"
+
+
 class TokenStream:
     """Writes one turn's stream. Deltas are written as they come; while one write is in flight, or while the
     deltas of one network read are being read, the next deltas gather and go together in one round trip, which
-    also reads the cancel flag: once it is set, nothing more is written and `cancel_requested` turns true. An
-    idle stream therefore adds one round trip per delta and a busy one far fewer. `text` is what was written,
-    the reply as its readers saw it.
+    also reads the cancel flag and the fence: once the flag is set, nothing more is written and
+    `cancel_requested` turns true; once a later attempt has written, nothing more is written and `superseded`
+    turns true. An idle stream therefore adds one round trip per delta and a busy one far fewer. `text` is what
+    was written, the reply as its readers saw it.
+
+    `attempt` is the turn's attempt this writer speaks for (see the module's docstring); 0 writes unfenced.
     """
 
-    def __init__(self, redis: Redis, turn_id: UUID, *, active_ttl: int = 3600, finished_ttl: int = 300) -> None:
+    def __init__(
+        self, redis: Redis, turn_id: UUID, *, attempt: int = 0, active_ttl: int = 3600, finished_ttl: int = 300
+    ) -> None:
         self.redis = redis
         self.key = stream_key(turn_id)
         self.cancel = cancel_key(turn_id)
+        self.fence = attempt_key(turn_id)
+        self.attempt = attempt
         self.active_ttl = active_ttl
         self.finished_ttl = finished_ttl
-        self.seq = 0
+        self.seq = 0  # of the last entry this writer wrote
         self.cancel_requested = False
+        self.superseded = False
         self._pending: list[str] = []
         self._written: list[str] = []
         self._writer: asyncio.Task[None] | None = None
@@ -69,16 +138,14 @@ class TokenStream:
         self.opened_at = time.perf_counter()
         self.first_delta_at: float | None = None  # when the first delta was in Redis
 
-    async def resume_numbering(self) -> None:
-        """Continue after whatever an earlier attempt of this turn already wrote."""
-        last = await self.redis.xrevrange(self.key, count=1)
-        if last:
-            _, fields = last[0]
-            self.seq = int((fields or {})[b"seq"])
+    @property
+    def stopped(self) -> bool:
+        """Nothing more will be written: the user cancelled, or a later attempt took the turn over."""
+        return self.cancel_requested or self.superseded
 
     async def push(self, text: str) -> None:
         """Queue a delta for writing: the first one now, later ones with whatever else was read meanwhile."""
-        if self.cancel_requested:
+        if self.stopped:
             return
         self._pending.append(text)
         if self._writer is None or self._writer.done():
@@ -96,12 +163,14 @@ class TokenStream:
             await asyncio.sleep(0)
 
     async def _write_pending(self) -> None:
-        while self._pending and not self.cancel_requested:
+        while self._pending and not self.stopped:
             batch, self._pending = self._pending, []
             ttl = 0 if self._expiry_set else self.active_ttl
-            last = await self.redis.eval(APPEND_DELTAS, 2, self.key, self.cancel, self.seq, ttl, *batch)
-            if last == -1:
-                self.cancel_requested = True
+            keys = (self.key, self.cancel, self.fence)
+            last = await self.redis.eval(APPEND_DELTAS, 3, *keys, self.attempt, ttl, self.active_ttl, *batch)
+            if last in (CANCELLED, FENCED):
+                self.cancel_requested = last == CANCELLED
+                self.superseded = last == FENCED
                 self._pending.clear()  # read after the cancel: never shown, so never kept
                 return
             self.seq = last
@@ -131,20 +200,29 @@ class TokenStream:
         return bool(await self.redis.exists(self.cancel))
 
     async def restart(self) -> None:
-        await self._final({"type": "restart"}, ttl=self.active_ttl)
+        """Tell readers the reply is generated anew; from here on earlier attempts write nothing."""
+        await self._entry("restart", {}, ttl=self.active_ttl)
 
     async def done(self, message_id: UUID, status: str) -> None:
-        await self._final({"type": "done", "message_id": str(message_id), "status": status})
+        await self._entry("done", {"message_id": str(message_id), "status": status})
 
     async def error(self, reason: str, retryable: bool) -> None:
-        await self._final({"type": "error", "reason": reason, "retryable": int(retryable)})
+        await self._entry("error", {"reason": reason, "retryable": str(int(retryable))})
 
-    async def _final(self, fields: dict[str, str | int], ttl: int | None = None) -> None:
+    async def announce_done(self, message_id: UUID, status: str) -> None:
+        """`done` for a reply stored earlier, unless the stream already ends with its result."""
+        await self._entry("done", {"message_id": str(message_id), "status": status}, once=True)
+
+    async def announce_error(self, reason: str, retryable: bool) -> None:
+        """`error` for a turn that failed earlier, unless the stream already ends with its result."""
+        await self._entry("error", {"reason": reason, "retryable": str(int(retryable))}, once=True)
+
+    async def _entry(self, kind: str, fields: dict[str, str], ttl: int | None = None, once: bool = False) -> None:
         await self.flush()
-        self.seq += 1
-        entry: dict[str | bytes, str | int] = {"seq": self.seq}
-        entry.update(fields)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.xadd(self.key, entry)  # type: ignore[arg-type]
-        pipe.expire(self.key, ttl or self.finished_ttl)
-        await pipe.execute()
+        pairs = [item for pair in fields.items() for item in pair]
+        args: list[str | int] = [self.attempt, ttl or self.finished_ttl, self.active_ttl, kind, int(once), *pairs]
+        last = await self.redis.eval(APPEND_ENTRY, 3, self.key, self.cancel, self.fence, *args)
+        if last == FENCED:
+            self.superseded = True
+        elif last:
+            self.seq = last

@@ -68,6 +68,13 @@ messages = sa.Table(
     sa.Column("model", sa.Text, nullable=True),
     sa.Column("created_at", TS, nullable=False, server_default=sa.func.now()),
     sa.UniqueConstraint("conversation_id", "seq"),
+    # A turn has at most one reply, however many attempts raced to store one.
+    sa.Index(
+        "messages_one_reply_per_turn",
+        "turn_id",
+        unique=True,
+        postgresql_where=sa.text("role = 'assistant' AND turn_id IS NOT NULL"),
+    ),
 )
 
 # One row per turn: what makes a redelivered turn_requested idempotent.

@@ -21,6 +21,10 @@ from orrery_shared.events import Event
 
 _MESSAGE_COLUMNS = "message_id, seq, role, content, status, created_at"
 
+# A turn's row is locked before its conversation's, by every statement that changes an existing turn: finishing
+# an attempt does it in that order, so taking a turn over must too (the other order can deadlock the two).
+_LOCK_TURN = "SELECT 1 FROM turns WHERE turn_id = %(turn_id)s::uuid FOR UPDATE"
+
 _LOCK_CONVERSATION_AND_TURN = """
 SELECT c.conversation_id, c.user_id, c.character_id, c.project_id, c.memory_summary, c.memory_upto_seq,
        t.status AS turn_status, t.user_message_id AS turn_user_message_id,
@@ -51,9 +55,9 @@ RETURNING conversation_id, user_id, character_id, project_id, memory_summary, me
 # The row update waits for the conversation's lock, then numbers the message; `created_at` is the time the
 # conversation last changed (`at`, the transaction's start unless given), so a conversation's last_message_at is
 # its last message's created_at.
-def _append(condition: str = "", returning: str = "", at: str = "now()") -> str:
+def _append(condition: str = "", returning: str = "", at: str = "now()", before: str = "") -> str:
     return f"""
-WITH bumped AS (
+WITH {before}bumped AS (
     UPDATE conversations
     SET last_seq = last_seq + 1, message_count = message_count + 1, last_message_at = {at}, status = 'active'
     WHERE conversation_id = %(conversation_id)s::uuid{condition}
@@ -159,14 +163,24 @@ ORDER BY seq
 
 # The reply, the turn's end and its completed event in one statement, so it commits on its own. The event was
 # built before the statement, so the reply's time is given (when its stream ended) rather than taken here.
+# Fenced: only the turn's newest attempt, while the turn is still processing, finishes it; for any other the
+# statement changes nothing and returns no row. The turn's row is updated (and locked) first, and the
+# conversation's only once that succeeded, so a later attempt taking the turn over concurrently either waits for
+# this one to finish (and then finds it finished) or makes it change nothing. (The partial unique index
+# `messages_one_reply_per_turn` refuses a second reply whatever happens.)
 _APPEND_FINISHING_TURN = (
-    _append(at="%(created_at)s::timestamptz")
-    + f""", finished AS (
+    _append(
+        at="%(created_at)s::timestamptz",
+        condition=" AND EXISTS (SELECT 1 FROM finished)",
+        before="""finished AS (
     UPDATE turns
     SET status = %(turn_status)s::text, assistant_message_id = %(message_id)s::uuid, failure = NULL,
         finished_at = now()
-    WHERE turn_id = %(turn_id)s::uuid
-), published AS (
+    WHERE turn_id = %(turn_id)s::uuid AND status = 'processing' AND attempts = %(attempt)s::int
+    RETURNING turn_id
+), """,
+    )
+    + f""", published AS (
     INSERT INTO {OUTBOX_COLUMNS} SELECT {OUTBOX_VALUES} FROM appended
 )
 SELECT {_MESSAGE_COLUMNS} FROM appended
@@ -187,11 +201,13 @@ UPDATE conversations SET memory_summary = %(summary)s::text, memory_upto_seq = %
 WHERE conversation_id = %(conversation_id)s::uuid AND memory_upto_seq < %(upto_seq)s::int
 """
 
-_RETRY_TURN = "UPDATE turns SET attempts = attempts + 1 WHERE turn_id = %(turn_id)s::uuid"
+_RETRY_TURN = "UPDATE turns SET attempts = attempts + 1 WHERE turn_id = %(turn_id)s::uuid RETURNING attempts"
 
+# Fenced like finishing: only the newest attempt of a turn still processing fails it.
 _FAIL_TURN = """
 UPDATE turns SET status = 'failed', assistant_message_id = NULL, failure = %(failure)s::text, finished_at = now()
-WHERE turn_id = %(turn_id)s::uuid
+WHERE turn_id = %(turn_id)s::uuid AND status = 'processing' AND attempts = %(attempt)s::int
+RETURNING turn_id
 """
 
 
@@ -222,8 +238,9 @@ def _locked(row: Any) -> ConversationState:
 async def conversation_and_turn_for_update(
     tx: DirectTransaction, conversation_id: UUID, turn_id: UUID
 ) -> tuple[ConversationState, StartedTurn | None] | None:
-    """The conversation, locked, and the turn if an earlier delivery started it (None when the conversation
-    does not exist yet). A turn's row only changes under its conversation's lock."""
+    """The conversation, locked, and the turn, locked, if an earlier delivery started it (None when the
+    conversation does not exist yet)."""
+    await tx.execute(_LOCK_TURN, {"turn_id": turn_id})
     row = await tx.row(_LOCK_CONVERSATION_AND_TURN, {"conversation_id": conversation_id, "turn_id": turn_id})
     if row is None:
         return None
@@ -391,6 +408,7 @@ async def finish_turn(
     tx: DirectTransaction,
     *,
     turn_id: UUID,
+    attempt: int,
     conversation_id: UUID,
     message_id: UUID,
     content: str,
@@ -401,20 +419,20 @@ async def finish_turn(
     model: str,
     created_at: datetime,
     event: Event,
-) -> StoredMessage:
+) -> StoredMessage | None:
     """Append the assistant's reply, created at `created_at`, record the turn as finished with it and publish
-    `event`, all in one statement."""
+    `event`, all in one statement; None, having changed nothing, unless `attempt` is the turn's newest and the
+    turn is still processing."""
     params = _message_params(message_id, conversation_id, "assistant", content, status, turn_id)
     params |= {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "model": model}
-    row = await tx.row_publishing(
-        _APPEND_FINISHING_TURN, {**params, "turn_status": turn_status, "created_at": created_at}, event
-    )
-    assert row is not None
-    return stored_from_row(row)
+    params |= {"turn_status": turn_status, "created_at": created_at, "attempt": attempt}
+    row = await tx.row_publishing(_APPEND_FINISHING_TURN, params, event)
+    return None if row is None else stored_from_row(row)
 
 
-async def fail_turn(tx: DirectTransaction, turn_id: UUID, failure: str) -> None:
-    await tx.execute(_FAIL_TURN, {"turn_id": turn_id, "failure": failure})
+async def fail_turn(tx: DirectTransaction, turn_id: UUID, attempt: int, failure: str) -> bool:
+    """Record the turn as failed; False, changing nothing, unless `attempt` is its newest and it is processing."""
+    return await tx.row(_FAIL_TURN, {"turn_id": turn_id, "attempt": attempt, "failure": failure}) is not None
 
 
 async def save_memory(tx: DirectTransaction, conversation_id: UUID, memory: Memory) -> None:
@@ -422,8 +440,11 @@ async def save_memory(tx: DirectTransaction, conversation_id: UUID, memory: Memo
     await tx.execute(_SAVE_MEMORY, params)
 
 
-async def retry_turn(tx: DirectTransaction, turn_id: UUID) -> None:
-    await tx.execute(_RETRY_TURN, {"turn_id": turn_id})
+async def retry_turn(tx: DirectTransaction, turn_id: UUID) -> int:
+    """Take the turn over as a new attempt; returns the attempt's number."""
+    row = await tx.row(_RETRY_TURN, {"turn_id": turn_id})
+    assert row is not None
+    return int(row.attempts)
 
 
 async def message(tx: DirectTransaction, message_id: UUID) -> StoredMessage | None:

@@ -51,8 +51,7 @@ async def test_a_later_attempt_numbers_on_after_the_earlier_ones_entries(redis: 
         await first.push(text)
     await first.flush()
 
-    again = TokenStream(redis, turn_id)
-    await again.resume_numbering()
+    again = TokenStream(redis, turn_id, attempt=2)
     await again.restart()
     await again.push("x")
     await again.flush()

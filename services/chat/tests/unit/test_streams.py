@@ -16,12 +16,16 @@ class RecordingRedis:
         self.progress = progress
         self.writes: list[tuple[int, list[str]]] = []
         self.completed_at: list[int] = []  # how far reading had got when each write's reply arrived
+        self.seq = 0
 
-    async def eval(self, script: str, keys: int, key: str, cancel: str, seq: int, ttl: int, *texts: str) -> int:
-        self.writes.append((len(self.progress), list(texts)))
+    async def eval(self, script: str, n: int, *keys_and_args: Any) -> int:
+        # KEYS: stream, cancel flag, fence; ARGV: attempt, ttl, fence ttl, then the deltas.
+        texts = list(keys_and_args[n + 3 :])
+        self.writes.append((len(self.progress), texts))
         await asyncio.sleep(0.001)  # the round trip
         self.completed_at.append(len(self.progress))
-        return seq + len(texts)
+        self.seq += len(texts)
+        return self.seq
 
 
 async def write_all(stream: TokenStream, reply: Any) -> None:

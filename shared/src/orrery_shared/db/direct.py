@@ -75,7 +75,9 @@ class DirectTransaction:
 
     async def row_publishing(self, sql: str, params: dict[str, Any], event: Event) -> Any:
         """Run `sql`, a statement that writes `event`'s outbox row itself (see OUTBOX_VALUES), and return its
-        first row. The event commits with the change as one statement, so this works in autocommit too."""
+        first row. The event commits with the change as one statement, so this works in autocommit too. A
+        statement that returns no row is taken to have written no outbox row either (it changed nothing)."""
         row = await self.row(sql, {**params, **outbox_params(event)})
-        self.published.append(event)
+        if row is not None:
+            self.published.append(event)
         return row

@@ -265,7 +265,9 @@ async function requestLink(event) {
   submit.disabled = true;
   submit.textContent = "Sending…";
   try {
-    await api("/api/auth/magic-link", { method: "POST", body: { email, username }, auth: false });
+    // A guest asks with its own token: the link then folds this guest (and no other) into the account.
+    const asGuest = Boolean(session.user?.is_guest);
+    await api("/api/auth/magic-link", { method: "POST", body: { email, username }, auth: asGuest });
     if (session.user?.is_guest) {
       localStorage.setItem(UPGRADE_KEY, JSON.stringify({ guest: session.user.id, at: Date.now() }));
     }
