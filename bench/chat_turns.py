@@ -2,6 +2,8 @@
 
 Starts its own LLM stub (no think time, unpaced tokens) and one chat process on the local infrastructure, then:
 1. turns/s: 400 turns over 100 conversations published at once; time until every turn's `done` is in Redis.
+   Then what was stored is checked: every turn has exactly one assistant message, whose text is what its
+   stream showed after its last restart (the run stops if not).
 2. added time to first delta: 100 turns one at a time. Chat's histogram `orrery_chat_first_delta_seconds`
    (taking the turn -> its first delta in Redis) against the stub's own time to first token for the very
    requests chat sent during those turns, each replayed twice with a bare HTTP client right after its turn and
@@ -25,9 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 from redis.asyncio import Redis
 
 from orrery_chat.domain import MESSAGE_OVERHEAD
+from orrery_chat.settings import ChatSettings
 from orrery_shared.events import CharacterCreated, ChatTurnRequested, UserRegistered
 from orrery_shared.kafka import make_broker, publish_event, subscribe
 from orrery_shared.llm.tokens import estimate_tokens
@@ -176,7 +180,34 @@ class Bench:
         for event in turns + follow:
             await publish_event(self.broker, event)
         await self.wait_done(*(t.turn_id for t in turns + follow))
-        return len(turns + follow) / (time.perf_counter() - started)
+        took = time.perf_counter() - started
+        await self.check_stored([t.turn_id for t in turns + follow])
+        return len(turns + follow) / took
+
+    async def check_stored(self, turn_ids: list[uuid.UUID]) -> None:
+        """Each turn ended in exactly one stored reply, the text its stream showed: `done` alone proves neither."""
+        settings = ChatSettings()
+        url = settings.database_url.replace("postgresql+psycopg://", "postgresql://")
+        async with await psycopg.AsyncConnection.connect(url, options=f"-csearch_path={settings.db_schema}") as db:
+            rows = await (
+                await db.execute(
+                    "SELECT turn_id, content FROM messages WHERE role = 'assistant' AND turn_id = ANY(%s)",
+                    (turn_ids,),
+                )
+            ).fetchall()
+        stored: dict[uuid.UUID, list[str]] = {}
+        for turn_id, content in rows:
+            stored.setdefault(turn_id, []).append(content)
+        wrong = [t for t in turn_ids if len(stored.get(t, [])) != 1]
+        for turn_id in turn_ids:
+            entries: list[Any] = await self.redis.xrange(f"turn:{turn_id}") or []
+            kinds = [f[b"type"] for _, f in entries]
+            last_restart = len(kinds) - kinds[::-1].index(b"restart") if b"restart" in kinds else 0
+            shown = "".join(f[b"text"].decode() for _, f in entries[last_restart:] if f[b"type"] == b"delta")
+            if turn_id not in wrong and stored[turn_id] != [shown]:
+                wrong.append(turn_id)
+        if wrong:
+            raise SystemExit(f"{len(wrong)} of {len(turn_ids)} turns were not stored exactly once as shown")
 
     async def first_delta_latency(self, character: uuid.UUID) -> tuple[list[float], list[float]]:
         """100 turns one at a time: publish -> first delta as the bench sees it; and right after each turn, the

@@ -230,6 +230,8 @@ async def test_bad_frames_get_error_frames_and_the_socket_keeps_serving(stub: St
             (json.dumps({"type": "message", "content": "x" * 70_000, "conversation_id": conversation_id}), "too_large"),
             (json.dumps({"type": "message", "content": "mine now", "conversation_id": conversation_id}), "not_found"),
             (json.dumps({"type": "start_conversation", "conversation_id": conversation_id}), "not_found"),
+            ("[" * 30_000 + "]" * 30_000, "bad_json"),  # deeper than the parser goes
+            ('{"type": "spin", "traits": ' + "[" * 30_000 + "]" * 30_000 + "}", "bad_json"),
         ]
         for raw, code in expectations:
             await ws.send(raw)
@@ -237,6 +239,24 @@ async def test_bad_frames_get_error_frames_and_the_socket_keeps_serving(stub: St
             assert (frame["type"], frame["code"]) == ("error", code), raw[:60]
         await send(ws, {"type": "ping"})
         assert json.loads(await ws.recv()) == {"type": "pong"}
+
+
+async def test_a_conversation_started_on_one_socket_takes_its_first_message_on_another(stub: StubControl) -> None:
+    token, stranger = await guest(), await guest()
+    async with socket(token) as ws:
+        character = await spin_character(ws)
+        started = await start(ws, character["id"])
+    # The client reconnects (here: to the other instance's port would do as well) before its first message.
+    stub.script(model="orrery-chat", content="Welcome back, traveller.")
+    async with socket(stranger) as ws:
+        await send(ws, {"type": "message", "conversation_id": started["conversation_id"], "content": "Mine?"})
+        frame = json.loads(await ws.recv())
+        assert (frame["type"], frame["code"]) == ("error", "not_found")
+    async with socket(token) as ws:
+        await send(ws, {"type": "message", "conversation_id": started["conversation_id"], "content": "Hello again."})
+        frames = await receive_until(ws, "turn.done", "error")
+    assert frames[-1]["type"] == "turn.done", frames
+    assert text_of(frames) == "Welcome back, traveller."
 
 
 async def closed_with(token: str) -> int | None:

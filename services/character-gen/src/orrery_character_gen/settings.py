@@ -34,6 +34,8 @@ class CharacterGenSettings(DatabaseServiceSettings):
     recent_window: int = Field(20, ge=0, le=1_000, description="'spin again' never repeats traits of this many")
     traits_seed: int | None = Field(None, description="makes trait draws reproducible per request (tests, demos)")
     presets_dir: Path = Field(PRESETS_DIR, description="folder of Character Card V2 JSON files loaded at start")
+    # Above max_import_bytes by room for a multipart form around the card.
+    max_body_bytes: int = Field(4 * 1024 * 1024 + 64 * 1024, ge=1024, description="largest accepted request body")
     max_import_bytes: int = Field(
         4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="largest card accepted by POST /characters/import"
     )

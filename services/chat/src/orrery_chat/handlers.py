@@ -42,6 +42,7 @@ from orrery_chat.domain import (
     summary_request,
     title_from,
 )
+from orrery_chat.lru import Lru
 from orrery_chat.metrics import FIRST_DELTA_SECONDS, PROMPT_GUESSES
 from orrery_chat.personas import PersonaCache
 from orrery_chat.recent import RecentConversations
@@ -82,6 +83,7 @@ class ChatDeps:
     stream_finished_ttl: int = 300
     personas: PersonaCache = field(default_factory=PersonaCache)
     recent: RecentConversations = field(default_factory=RecentConversations)
+    written_seqs: Lru[UUID, int] = field(default_factory=lambda: Lru(10_000))  # turn -> last seq it wrote
     background: set[asyncio.Task[None]] = field(default_factory=set)
     memory_locks: weakref.WeakValueDictionary[UUID, asyncio.Lock] = field(default_factory=weakref.WeakValueDictionary)
 
@@ -122,7 +124,11 @@ class FinishedTurn:
 async def handle_turn(event: ChatTurnRequested, deps: ChatDeps) -> None:
     """Answer one turn: stream the reply to Redis, then store both messages and announce the result."""
     stream = TokenStream(
-        deps.redis, event.turn_id, active_ttl=deps.stream_active_ttl, finished_ttl=deps.stream_finished_ttl
+        deps.redis,
+        event.turn_id,
+        seq=deps.written_seqs.get(event.turn_id) or 0,
+        active_ttl=deps.stream_active_ttl,
+        finished_ttl=deps.stream_finished_ttl,
     )
     guess = _guess_reply(event, deps)
     # Whether the user cancelled before the reply started is read beside the turn's statement, not after it, so
@@ -134,6 +140,9 @@ async def handle_turn(event: ChatTurnRequested, deps: ChatDeps) -> None:
     try:
         await _answer(event, deps, stream, cancelled_early, guess)
     finally:
+        # A turn retried by this process after Redis lost its stream (a restart) numbers on from here.
+        if stream.seq:
+            deps.written_seqs.put(event.turn_id, stream.seq)
         if cancelled_early is not None:
             cancelled_early.cancel()  # a no-op once it is done
         if guess is not None and not guess.taken:

@@ -8,7 +8,8 @@ Attempts are fenced. Each delivery of a turn that answers it is an attempt with 
 (`turns.attempts`); the key `turn:{turn_id}:attempt` holds the newest attempt that wrote, and a write of an
 older one is refused, so once a later attempt has written its `restart` an earlier one (still streaming after
 a rebalance handed its turn on) writes nothing more. The entries are numbered by the scripts themselves, from
-the stream's last entry, so two writers can never repeat a `seq`.
+the stream's last entry, so two writers can never repeat a `seq`; and never below the last seq the writer knows
+was written (its `seq`), so a stream Redis lost (a restart) goes on numbering where its readers left off.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from uuid import UUID
 from redis.asyncio import Redis
 
 # Reads the fence (KEYS[3]): an attempt older than the newest that wrote gets -2 and writes nothing; a newer one
-# becomes the newest. Then numbers on from the stream's (KEYS[1]) last entry. ARGV[1] is the attempt; 0 writes
-# unfenced (a turn refused before it had an attempt, or an announcement of a stored result).
+# becomes the newest. Then numbers on from the stream's (KEYS[1]) last entry, or from ARGV[4] if that is higher
+# (the stream was lost). ARGV[1] is the attempt; 0 writes unfenced (a turn refused before it had an attempt, or
+# an announcement of a stored result).
 _FENCE_AND_NUMBER = """
 local attempt = tonumber(ARGV[1])
 if attempt > 0 then
@@ -33,19 +35,19 @@ if attempt > 0 then
         redis.call('SET', KEYS[3], attempt, 'EX', ARGV[3])
     end
 end
-local seq = 0
+local seq = tonumber(ARGV[4])
 local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 local kind = nil
 if last[1] then
     local fields = last[1][2]
     for i = 1, #fields, 2 do
-        if fields[i] == 'seq' then seq = tonumber(fields[i + 1]) end
+        if fields[i] == 'seq' then seq = math.max(seq, tonumber(fields[i + 1])) end
         if fields[i] == 'type' then kind = fields[i + 1] end
     end
 end
 """
 
-# Appends a batch of deltas (ARGV[4…]), and sets the stream's expiry when ARGV[2] is not 0; or, when the turn's
+# Appends a batch of deltas (ARGV[5…]), and sets the stream's expiry when ARGV[2] is not 0; or, when the turn's
 # cancel flag (KEYS[2]) is set, writes nothing and returns -1. One command per batch: written one XADD each, a
 # batch cost chat a command to encode and a reply to parse per delta, which was most of the time spent writing a
 # reply. Reading the flag in the same script means nothing is written once it is set, and no round trip of its
@@ -58,7 +60,7 @@ end
 """
     + _FENCE_AND_NUMBER
     + """
-for i = 4, #ARGV do
+for i = 5, #ARGV do
     seq = seq + 1
     redis.call('XADD', KEYS[1], '*', 'seq', seq, 'type', 'delta', 'text', ARGV[i])
 end
@@ -69,18 +71,18 @@ return seq
 """
 )
 
-# Appends a final or restart entry (type ARGV[4], then field/value pairs) and sets the stream's expiry to ARGV[2].
-# With ARGV[5] = '1' (announcing a result already stored) nothing is written, and 0 returned, when the stream
+# Appends a final or restart entry (type ARGV[5], then field/value pairs) and sets the stream's expiry to ARGV[2].
+# With ARGV[6] = '1' (announcing a result already stored) nothing is written, and 0 returned, when the stream
 # already ends with a `done` or an `error`: a redelivery does not announce a turn twice.
 APPEND_ENTRY = (
     _FENCE_AND_NUMBER
     + """
-if ARGV[5] == '1' and (kind == 'done' or kind == 'error') then
+if ARGV[6] == '1' and (kind == 'done' or kind == 'error') then
     return 0
 end
 seq = seq + 1
-local entry = {'seq', seq, 'type', ARGV[4]}
-for i = 6, #ARGV do
+local entry = {'seq', seq, 'type', ARGV[5]}
+for i = 7, #ARGV do
     entry[#entry + 1] = ARGV[i]
 end
 redis.call('XADD', KEYS[1], '*', unpack(entry))
@@ -116,10 +118,19 @@ class TokenStream:
     was written, the reply as its readers saw it.
 
     `attempt` is the turn's attempt this writer speaks for (see the module's docstring); 0 writes unfenced.
+    `seq` starts at the last seq known to have been written to the turn's stream (by an earlier writer of this
+    process), 0 if none.
     """
 
     def __init__(
-        self, redis: Redis, turn_id: UUID, *, attempt: int = 0, active_ttl: int = 3600, finished_ttl: int = 300
+        self,
+        redis: Redis,
+        turn_id: UUID,
+        *,
+        attempt: int = 0,
+        seq: int = 0,
+        active_ttl: int = 3600,
+        finished_ttl: int = 300,
     ) -> None:
         self.redis = redis
         self.key = stream_key(turn_id)
@@ -128,7 +139,7 @@ class TokenStream:
         self.attempt = attempt
         self.active_ttl = active_ttl
         self.finished_ttl = finished_ttl
-        self.seq = 0  # of the last entry this writer wrote
+        self.seq = seq  # of the last entry known written
         self.cancel_requested = False
         self.superseded = False
         self._pending: list[str] = []
@@ -167,7 +178,8 @@ class TokenStream:
             batch, self._pending = self._pending, []
             ttl = 0 if self._expiry_set else self.active_ttl
             keys = (self.key, self.cancel, self.fence)
-            last = await self.redis.eval(APPEND_DELTAS, 3, *keys, self.attempt, ttl, self.active_ttl, *batch)
+            args = (self.attempt, ttl, self.active_ttl, self.seq)
+            last = await self.redis.eval(APPEND_DELTAS, 3, *keys, *args, *batch)
             if last in (CANCELLED, FENCED):
                 self.cancel_requested = last == CANCELLED
                 self.superseded = last == FENCED
@@ -220,7 +232,8 @@ class TokenStream:
     async def _entry(self, kind: str, fields: dict[str, str], ttl: int | None = None, once: bool = False) -> None:
         await self.flush()
         pairs = [item for pair in fields.items() for item in pair]
-        args: list[str | int] = [self.attempt, ttl or self.finished_ttl, self.active_ttl, kind, int(once), *pairs]
+        args: list[str | int] = [self.attempt, ttl or self.finished_ttl, self.active_ttl, self.seq, kind, int(once)]
+        args += pairs
         last = await self.redis.eval(APPEND_ENTRY, 3, self.key, self.cancel, self.fence, *args)
         if last == FENCED:
             self.superseded = True

@@ -132,3 +132,19 @@ async def test_a_stored_result_is_announced_once_however_often_the_turn_is_redel
     for _ in range(3):
         await TokenStream(client.redis, turn_id).announce_done(message_id, "complete")
     assert [e["type"] for e in await client.entries(turn_id)] == ["delta", "done"]
+
+
+async def test_a_stream_redis_lost_goes_on_numbering_where_this_process_left_it(client: Client) -> None:
+    """A Redis restart loses the stream; the turn's retry in this process must not hand out seqs again that its
+    readers already have (they resume after the last one they saw)."""
+    turn_id = uuid4()
+    first = TokenStream(client.redis, turn_id, attempt=1)
+    for text in ("a", "b", "c"):
+        await first.push(text)
+    await first.flush()
+    await client.redis.delete(f"turn:{turn_id}", f"turn:{turn_id}:attempt")  # what a restart leaves
+    again = TokenStream(client.redis, turn_id, attempt=2, seq=first.seq)
+    await again.restart()
+    await again.push("x")
+    await again.flush()
+    assert [(e["seq"], e["type"]) for e in await client.entries(turn_id)] == [("4", "restart"), ("5", "delta")]

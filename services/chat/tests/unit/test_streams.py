@@ -19,8 +19,8 @@ class RecordingRedis:
         self.seq = 0
 
     async def eval(self, script: str, n: int, *keys_and_args: Any) -> int:
-        # KEYS: stream, cancel flag, fence; ARGV: attempt, ttl, fence ttl, then the deltas.
-        texts = list(keys_and_args[n + 3 :])
+        # KEYS: stream, cancel flag, fence; ARGV: attempt, ttl, fence ttl, seq floor, then the deltas.
+        texts = list(keys_and_args[n + 4 :])
         self.writes.append((len(self.progress), texts))
         await asyncio.sleep(0.001)  # the round trip
         self.completed_at.append(len(self.progress))

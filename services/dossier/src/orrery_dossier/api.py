@@ -9,8 +9,6 @@ from uuid import UUID
 from fastapi import APIRouter, Path, Query, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
-from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orrery_dossier.deps import Caller, Commands
 from orrery_dossier.domain import (
@@ -263,40 +261,3 @@ async def get_version(
         return VersionDetail.of(await commands.version(caller.user_id, project_id, version))
     except DossierNotFound:
         raise ApiError(404, "not_found", "no such dossier version") from None
-
-
-# --- request size -------------------------------------------------------------------------------------
-
-
-class BodyLimit:
-    """Answers 413 to a request body larger than `max_bytes`, declared or streamed, before it is parsed."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._too_large(scope, receive, send)
-            return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    # An HTTPException, so FastAPI's body reading passes it on to the JSON error handler.
-                    raise HTTPException(413, f"the request body exceeds {self.max_bytes} bytes")
-            return message
-
-        await self.app(scope, limited, send)
-
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = JSONResponse(error_body("too_large", f"the request body exceeds {self.max_bytes} bytes"), 413)
-        await response(scope, receive, send)

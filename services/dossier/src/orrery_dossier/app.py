@@ -105,5 +105,4 @@ def create_app(
     app = build_app(runtime, "Orrery dossier", [api.router])
     install_verifier(app, verifier)
     install_commands(app, DossierCommands(store))
-    app.add_middleware(api.BodyLimit, max_bytes=settings.max_body_bytes)
     return app

@@ -39,8 +39,6 @@ class DossierSettings(DatabaseServiceSettings):
     retry_max_seconds: float = Field(300.0, gt=0, description="longest delay between extraction retries")
     poll_seconds: float = Field(1.0, gt=0, description="how often idle workers look for due projects")
 
-    max_body_bytes: int = Field(1_048_576, ge=1_024, description="largest accepted request body")
-
     @model_validator(mode="after")
     def _retry_bounds(self) -> "DossierSettings":
         if self.retry_max_seconds < self.retry_base_seconds:

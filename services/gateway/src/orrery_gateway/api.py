@@ -47,6 +47,10 @@ def _authorization(request: Request) -> str | None:
 
 
 async def caller(request: Request, gw: GatewayDep) -> Principal:
+    # Verified before the route read anything (orrery_gateway.edge); verified here if a route is mounted elsewhere.
+    principal = getattr(request.state, "principal", None)
+    if isinstance(principal, Principal):
+        return principal
     return await authenticate(gw.verifier, _authorization(request))
 
 
@@ -75,11 +79,11 @@ class ChatOut(BaseModel):
     message_id: UUID
 
 
-async def _conversation_for(gw: Gateway, authorization: str, body: ChatIn) -> KnownConversation:
+async def _conversation_for(gw: Gateway, principal: Principal, authorization: str, body: ChatIn) -> KnownConversation:
     if body.session_id is not None:
-        return await existing_conversation(gw, authorization, body.session_id)
+        return await existing_conversation(gw, principal, authorization, body.session_id)
     character_id = body.character_id or await _default_character(gw, authorization)
-    known, _ = await new_conversation(gw, authorization, character_id, body.project_id)
+    known, _ = await new_conversation(gw, principal, authorization, character_id, body.project_id)
     return known
 
 
@@ -94,7 +98,7 @@ async def _default_character(gw: Gateway, authorization: str) -> UUID:
 
 async def _submit(request: Request, gw: Gateway, principal: Principal, body: ChatIn) -> Submitted:
     authorization = _authorization(request) or ""
-    conversation = await _conversation_for(gw, authorization, body)
+    conversation = await _conversation_for(gw, principal, authorization, body)
     return await submit_turn(gw, principal, conversation, body.text, body.client_msg_id)
 
 
@@ -194,7 +198,6 @@ PASSED_BACK = (
     "content-security-policy",
     "content-disposition",
 )
-MAX_BODY_BYTES = 4 * 1024 * 1024  # the largest upload a service takes (a character card)
 
 
 async def forward(
@@ -208,14 +211,7 @@ async def forward(
     params: list[tuple[str, str | int | float | bool | None]] = [
         (k, v) for k, v in request.query_params.multi_items() if k != "access_token"
     ]
-    declared = request.headers.get("content-length", "0")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise ApiError(413, "too_large", f"request bodies are limited to {MAX_BODY_BYTES} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            raise ApiError(413, "too_large", f"request bodies are limited to {MAX_BODY_BYTES} bytes")
+    body = await request.body()  # at most the gateway's max_body_bytes (orrery_shared.http.BodyLimit)
     try:
         response = await upstream.client.request(
             request.method, path, params=params, headers=headers, content=bytes(body)
@@ -263,10 +259,9 @@ async def jwks(request: Request, gw: GatewayDep) -> Response:
 # Declared last: the specific routes above take precedence.
 @router.api_route("/api/{resource}", methods=METHODS, include_in_schema=False)
 @router.api_route("/api/{resource}/{rest:path}", methods=METHODS, include_in_schema=False)
-async def service_api(request: Request, resource: str, gw: GatewayDep, rest: str = "") -> Response:
+async def service_api(request: Request, resource: str, gw: GatewayDep, _: Caller, rest: str = "") -> Response:
     """`/api/characters|conversations|dossiers/...` → the owning service (the token checked here first)."""
     upstream = gw.upstreams.by_prefix.get(resource)
     if upstream is None:
         raise ApiError(404, "not_found", f"no such resource /api/{resource}")
-    await authenticate(gw.verifier, _authorization(request))
     return await forward(request, upstream, f"/{resource}" + (f"/{rest}" if rest else ""))

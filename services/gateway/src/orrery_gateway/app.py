@@ -8,6 +8,7 @@ from starlette.types import Receive, Scope, Send
 
 from orrery_gateway import api, landing, ws
 from orrery_gateway.context import Gateway
+from orrery_gateway.edge import AuthenticateFirst
 from orrery_gateway.fanin import TurnStreams
 from orrery_gateway.hub import Hub
 from orrery_gateway.limits import RateLimiter
@@ -88,6 +89,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     app = build_app(runtime, "Orrery", [api.router, landing.router], app_class=GatewayApp)
     app.description = DESCRIPTION
+    app.add_middleware(AuthenticateFirst, verifier=verifier)  # outermost: before the body limit reads anything
     app.state.gateway = gateway
     install_verifier(app, verifier)
 

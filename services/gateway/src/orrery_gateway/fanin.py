@@ -43,7 +43,7 @@ class _Follower:
 
     def __init__(self) -> None:
         self.position: StreamId = (0, 0)  # every stream is followed from its start (see TurnStreams.follow)
-        self.entries: asyncio.Queue[Entry | BaseException] = asyncio.Queue()
+        self.entries: asyncio.Queue[Entry] = asyncio.Queue()
 
 
 class TurnStreams:
@@ -85,7 +85,11 @@ class TurnStreams:
         follower = _Follower()
         self._followers.setdefault(key, set()).add(follower)
         try:
-            await self._wake()
+            try:
+                await self._wake()
+            except Exception as error:
+                # Redis is down: the reader reads this follower's stream once Redis answers, unwoken.
+                log.warning("waking the stream reader failed", extra={"error": repr(error)})
             while True:
                 if follower.entries.empty():
                     try:
@@ -95,8 +99,6 @@ class TurnStreams:
                         raise TurnSilent(turn_id) from None
                 else:
                     item = follower.entries.get_nowait()
-                if isinstance(item, BaseException):
-                    raise item
                 if int(item[b"seq"]) <= after_seq:
                     continue
                 out = frame(turn_id, item)
@@ -118,23 +120,25 @@ class TurnStreams:
 
     async def _read_forever(self) -> None:
         failures = 0
+        task = asyncio.current_task()
         while True:
             try:
                 await self._read_once()
                 failures = 0
             except Exception as error:
-                task = asyncio.current_task()
                 if task is not None and task.cancelling():
                     raise  # stopping: a cancellation absorbed inside the Redis client surfaces as an error here
 
-                # Nothing can be relayed while Redis is unreachable: the replies in flight fail (their
-                # clients may resume them later); new followers are read once Redis answers again.
+                # Nothing can be relayed while Redis is unreachable, but the replies in flight have not failed:
+                # chat waits the outage out too, and restarts them once Redis answers (a restarted Redis has lost
+                # their streams). Their followers wait, and read on from where they were; one whose turn stays
+                # silent past its patience gets TurnSilent. Telling a client "failed" here would be untrue.
                 failures += 1
                 log.warning("reading turn streams failed", extra={"error": repr(error), "followers": self.following()})
-                for followers in self._followers.values():
-                    for follower in followers:
-                        follower.entries.put_nowait(error)
                 await asyncio.sleep(min(2.0, 0.1 * 2 ** min(failures, 5)))
+            if task is not None and task.cancelling():
+                # Stopping, but the Redis client absorbed the cancellation (it reconnected and read on).
+                raise asyncio.CancelledError
 
     async def _read_once(self) -> None:
         positions: dict[Any, Any] = {self._wake_key: format_id(self._wake_position)}

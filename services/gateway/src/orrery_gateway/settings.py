@@ -19,6 +19,8 @@ class GatewaySettings(ServiceSettings):
     chat_url: str = Field("http://127.0.0.1:8003", description="chat's read API")
     dossier_url: str = Field("http://127.0.0.1:8004", description="dossier's read API")
     upstream_timeout_seconds: float = Field(10.0, gt=0)
+    # The largest upload a service takes (a character card, 4 MiB) and room for a multipart form around it.
+    max_body_bytes: int = Field(4 * 1024 * 1024 + 64 * 1024, ge=1024, description="largest accepted request body")
     max_frame_bytes: int = Field(64 * 1024, ge=1024, description="largest WebSocket frame accepted")
     max_message_chars: int = Field(4000, ge=1, le=16_000, description="longest chat message accepted")
     messages_per_minute: int = Field(30, ge=1, description="chat messages per user per minute")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass
 from uuid import UUID, uuid4
 
@@ -53,23 +54,49 @@ def checked_content(gw: Gateway, content: str) -> str:
     return text
 
 
-async def existing_conversation(gw: Gateway, authorization: str, conversation_id: UUID) -> KnownConversation:
-    """A conversation chat knows and the caller owns (404 otherwise)."""
+# A conversation exists in chat only from its first turn on. Until then the gateway keeps what it was started
+# with in Redis, so its first message may come through any socket of any gateway instance (a client that
+# reconnects between starting a conversation and its first message keeps it).
+NEW_CONVERSATION_TTL_SECONDS = 24 * 3600
+
+
+def _new_conversation_key(conversation_id: UUID) -> str:
+    return f"conversation:{conversation_id}:new"
+
+
+async def existing_conversation(
+    gw: Gateway, principal: Principal, authorization: str, conversation_id: UUID
+) -> KnownConversation:
+    """A conversation the caller owns: one chat knows, or one the caller started that has no turn yet (404
+    otherwise)."""
     found = await gw.upstreams.conversation(authorization, conversation_id)
-    if found is None:
+    if found is not None:
+        return KnownConversation(conversation_id, UUID(found["character"]["character_id"]), UUID(found["project_id"]))
+    raw: bytes | None = await gw.redis.get(_new_conversation_key(conversation_id))  # type: ignore[assignment]
+    started = json.loads(raw) if raw else None
+    if started is None or started["user_id"] != str(principal.user_id):
         raise not_found("conversation")
-    return KnownConversation(conversation_id, UUID(found["character"]["character_id"]), UUID(found["project_id"]))
+    return KnownConversation(conversation_id, UUID(started["character_id"]), UUID(started["project_id"]))
 
 
 async def new_conversation(
-    gw: Gateway, authorization: str, character_id: UUID, project_id: UUID | None
+    gw: Gateway, principal: Principal, authorization: str, character_id: UUID, project_id: UUID | None
 ) -> tuple[KnownConversation, dict[str, object]]:
     """A fresh conversation with a character the caller may see; chat creates it with the first turn."""
     character = await gw.upstreams.character(authorization, character_id)
     if character is None:
         raise not_found("character")
     # The project is fixed here so every reply can name it before chat has stored anything.
-    return KnownConversation(uuid4(), character_id, project_id or uuid4()), character
+    known = KnownConversation(uuid4(), character_id, project_id or uuid4())
+    started = {
+        "user_id": str(principal.user_id),
+        "character_id": str(character_id),
+        "project_id": str(known.project_id),
+    }
+    await gw.redis.set(
+        _new_conversation_key(known.conversation_id), json.dumps(started), ex=NEW_CONVERSATION_TTL_SECONDS
+    )
+    return known, character
 
 
 async def submit_turn(

@@ -162,7 +162,7 @@ class Session:
     async def handle(self, raw: str) -> None:
         try:
             data = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
             await self.send(error("bad_json", "frames must be JSON objects"))
             return
         if not isinstance(data, dict) or data.get("type") not in CLIENT_TYPES:
@@ -212,11 +212,13 @@ class Session:
     async def start_conversation(self, frame: StartConversation) -> None:
         if frame.conversation_id is not None:
             known = self.conversations.get(frame.conversation_id) or await existing_conversation(
-                self.gw, self.authorization, frame.conversation_id
+                self.gw, self.principal, self.authorization, frame.conversation_id
             )
             character = await self.gw.upstreams.character(self.authorization, known.character_id) or {}
         elif frame.character_id is not None:
-            known, character = await new_conversation(self.gw, self.authorization, frame.character_id, frame.project_id)
+            known, character = await new_conversation(
+                self.gw, self.principal, self.authorization, frame.character_id, frame.project_id
+            )
         else:
             raise ApiError(422, "invalid", "start_conversation needs a character_id or a conversation_id")
         self.conversations[known.conversation_id] = known
@@ -237,7 +239,7 @@ class Session:
             raise ApiError(422, "invalid", "send start_conversation first, or name a conversation_id")
         known = self.conversations.get(conversation_id)
         if known is None:
-            known = await existing_conversation(self.gw, self.authorization, conversation_id)
+            known = await existing_conversation(self.gw, self.principal, self.authorization, conversation_id)
             self.conversations[conversation_id] = known
         submitted = await submit_turn(self.gw, self.principal, known, frame.content, frame.client_msg_id)
         await self.send(

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -13,6 +18,7 @@ from redis.asyncio import Redis
 from orrery_gateway.fanin import TurnStreams
 from orrery_gateway.turns import TurnSilent
 from tests.support.infra import Infra
+from tests.support.processes import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -115,3 +121,52 @@ async def test_a_turn_that_stays_silent_ends_with_turn_silent(streams: TurnStrea
     with pytest.raises(TurnSilent):
         await collect(streams.follow(uuid4(), silence_s=0.3))
     assert streams.following() == 0
+
+
+@contextlib.contextmanager
+def private_redis(port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """A Redis of this test's own, without persistence, like the platform's: restarting it loses everything."""
+    server = shutil.which("redis-server")
+    assert server, "redis-server is installed by the infrastructure scripts"
+    args = [server, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+async def test_a_redis_restart_mid_reply_fails_no_follower_and_the_restarted_reply_reaches_it() -> None:
+    """What a client is told must be what happened: the turn did not fail, so the follower hears no failure."""
+    port = free_port()
+    turn_id = uuid4()
+    redis = Redis.from_url(f"redis://127.0.0.1:{port}/0", socket_timeout=1)
+    with private_redis(port):
+        fan_in = TurnStreams(redis, block_ms=200)
+        fan_in.start()
+        follower = asyncio.create_task(collect(fan_in.follow(turn_id, silence_s=20)))
+        await write(redis, turn_id, {"seq": 1, "type": "delta", "text": "lost "})
+        await asyncio.sleep(0.5)
+    await asyncio.sleep(1)  # the reader meets the outage
+    assert not follower.done()
+    with private_redis(port):
+        # Chat's retry after the outage: the stream is gone, numbering goes on from what chat wrote.
+        await write(
+            redis,
+            turn_id,
+            {"seq": 2, "type": "restart"},
+            {"seq": 3, "type": "delta", "text": "found"},
+            {"seq": 4, "type": "done", "message_id": str(turn_id), "status": "complete"},
+        )
+        frames = await asyncio.wait_for(follower, 20)
+        await fan_in.stop()
+    await redis.aclose()
+    assert [f["type"] for f in frames] == ["delta", "turn.restart", "delta", "turn.done"]
+    assert [f["seq"] for f in frames] == [1, 2, 3, 4]
