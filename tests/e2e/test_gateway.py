@@ -230,6 +230,8 @@ async def test_bad_frames_get_error_frames_and_the_socket_keeps_serving(stub: St
             (json.dumps({"type": "message", "content": "x" * 70_000, "conversation_id": conversation_id}), "too_large"),
             (json.dumps({"type": "message", "content": "mine now", "conversation_id": conversation_id}), "not_found"),
             (json.dumps({"type": "start_conversation", "conversation_id": conversation_id}), "not_found"),
+            (json.dumps({"type": "message", "content": "a\u0000b", "conversation_id": conversation_id}), "invalid"),
+            (json.dumps({"type": "message", "content": "hi", "client_msg_id": "\ud800"}), "invalid"),
             ("[" * 30_000 + "]" * 30_000, "bad_json"),  # deeper than the parser goes
             ('{"type": "spin", "traits": ' + "[" * 30_000 + "]" * 30_000 + "}", "bad_json"),
         ]
@@ -301,6 +303,34 @@ async def test_rate_limits_answer_with_retry_after_while_others_are_served(stub:
             assert (await receive_until(ws, "error"))[-1]["code"] == "rate_limited"
             await send(ws, {"type": "ping"})
             assert (await receive_until(ws, "pong"))[-1] == {"type": "pong"}
+
+
+async def test_text_postgres_cannot_store_is_refused_at_the_edge_not_lost_later(platform: str) -> None:
+    token = await guest()
+    async with httpx.AsyncClient(base_url=GATEWAY, headers={"Authorization": f"Bearer {token}"}) as http:
+        chat = await http.post("/api/chat", json={"text": "hello\u0000there"})
+        listed = await http.get("/api/conversations", params={"q": "x\u0000"})
+    assert chat.status_code == 422 and chat.json()["error"]["code"] == "invalid"
+    assert "text" in chat.json()["error"]["message"]
+    assert listed.status_code == 422
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/conversations/..%2Fmetrics",
+        "/api/characters/..%2F..%2Fdocs",
+        "/api/dossiers/%2e%2e/openapi.json",
+        "/api/conversations/..%5Creadyz",
+        "/api/characters/%2E%2E%2Fmetrics",
+    ],
+)
+async def test_encoded_dot_segments_never_reach_a_services_internal_routes(platform: str, path: str) -> None:
+    token = await guest()
+    async with httpx.AsyncClient(base_url=GATEWAY, headers={"Authorization": f"Bearer {token}"}) as http:
+        response = await http.get(path)
+    assert response.status_code == 404, (path, response.status_code, response.text[:200])
+    assert response.json()["error"]["code"] == "not_found"
 
 
 async def test_an_oversized_upload_is_refused_at_the_edge(platform: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -11,7 +12,13 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from orrery_shared.text import unstorable_text
+
 log = logging.getLogger(__name__)
+
+# The largest value of a PostgreSQL `integer`: every integer a request may carry (path, query, body) is bounded by
+# it where it reaches such a column, so a larger one is a 422, not a database error.
+PG_INT_MAX = 2**31 - 1
 
 _CODES = {
     400: "bad_request",
@@ -100,3 +107,71 @@ class BodyLimit:
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = JSONResponse(error_body("too_large", f"the request body exceeds {self.max_bytes} bytes"), 413)
         await response(scope, receive, send)
+
+
+class StorableText:
+    """Answers 422 `invalid` to a request whose JSON body, query or path holds text PostgreSQL cannot store (see
+    orrery_shared.text). Inside BodyLimit, so the body it reads to check is already capped; the app then reads
+    the same bytes."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if b"%00" in scope.get("raw_path", b"") or b"%00" in (scope.get("query_string") or b""):
+            await self._refuse(scope, receive, send, "the address contains the NUL character")
+            return
+        headers = dict(scope.get("headers") or [])
+        if b"json" not in headers.get(b"content-type", b""):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                await self.app(scope, _replay([], message, receive), send)
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        problem = _body_problem(body)
+        if problem is not None:
+            await self._refuse(scope, receive, send, problem)
+            return
+        await self.app(scope, _replay([body], None, receive), send)
+
+    @staticmethod
+    async def _refuse(scope: Scope, receive: Receive, send: Send, message: str) -> None:
+        response = JSONResponse(error_body("invalid", message), 422)
+        await response(scope, receive, send)
+
+
+def _body_problem(body: bytes) -> str | None:
+    # Only the escapes can spell what is refused (raw NUL bytes are not valid JSON text): most bodies skip parsing.
+    if b"\\u" not in body:
+        return None
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        return None  # not JSON: the route answers that in its own words
+    found = unstorable_text(document)
+    return None if found is None else f"{found[0]} {found[1]}"
+
+
+def _replay(bodies: list[bytes], pending: Message | None, receive: Receive) -> Receive:
+    """A receive that hands out what was read already, then goes on with the original."""
+
+    async def replayed() -> Message:
+        nonlocal pending
+        if bodies:
+            return {"type": "http.request", "body": bodies.pop(), "more_body": False}
+        if pending is not None:
+            message, pending = pending, None
+            return message
+        return await receive()
+
+    return replayed

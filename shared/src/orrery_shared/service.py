@@ -16,7 +16,7 @@ from fastapi import APIRouter, FastAPI
 
 from orrery_shared.db import migrations
 from orrery_shared.health import health_router
-from orrery_shared.http import BodyLimit, install_error_handlers
+from orrery_shared.http import BodyLimit, StorableText, install_error_handlers
 from orrery_shared.logging import configure_logging
 from orrery_shared.runtime import Runtime
 from orrery_shared.settings import DatabaseServiceSettings, ServiceSettings
@@ -48,7 +48,8 @@ def build_app(
         telemetry={"operation_spans": False, "exclude": _untraced},
     )
     install_error_handlers(app)
-    app.add_middleware(BodyLimit, max_bytes=runtime.settings.max_body_bytes)
+    app.add_middleware(StorableText)
+    app.add_middleware(BodyLimit, max_bytes=runtime.settings.max_body_bytes)  # outside: StorableText reads capped
     app.include_router(health_router(runtime.checks()))
     for router in routers:
         app.include_router(router)

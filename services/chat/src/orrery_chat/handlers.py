@@ -563,6 +563,8 @@ async def end_conversation(conversation_id: UUID, user_id: UUID, deps: ChatDeps)
     summary = result.text.strip()
     async with deps.db.transaction() as tx:
         ended_at = await repo.end_conversation(tx.session, conversation_id, summary)
+    if ended_at is None:
+        raise ConversationNotFound(conversation_id)  # deleted while the summary was being written
     return summary, ended_at
 
 

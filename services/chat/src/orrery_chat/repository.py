@@ -74,7 +74,8 @@ def stored_from_row(row: Any) -> StoredMessage:
     return StoredMessage(row.message_id, row.seq, row.role, row.content, row.status, row.created_at)
 
 
-async def end_conversation(session: AsyncSession, conversation_id: UUID, summary: str) -> datetime:
+async def end_conversation(session: AsyncSession, conversation_id: UUID, summary: str) -> datetime | None:
+    """Mark the conversation ended with `summary`; None if it is gone (deleted while its summary was written)."""
     row = (
         await session.execute(
             conversations.update()
@@ -82,9 +83,8 @@ async def end_conversation(session: AsyncSession, conversation_id: UUID, summary
             .values(status="ended", end_summary=summary, ended_at=sa.func.now())
             .returning(conversations.c.ended_at)
         )
-    ).one()
-    ended_at: datetime = row.ended_at
-    return ended_at
+    ).first()
+    return None if row is None else row.ended_at
 
 
 async def delete_conversation(session: AsyncSession, conversation_id: UUID, user_id: UUID) -> bool:

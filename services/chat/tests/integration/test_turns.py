@@ -237,6 +237,23 @@ async def test_ending_a_conversation_stores_a_summary_and_deleting_removes_it(
     assert (await http.get(f"/conversations/{conversation}", headers=headers)).status_code == 404
 
 
+async def test_a_conversation_deleted_while_its_end_summary_is_written_answers_404_not_an_error(
+    chat: App, client: Client, llm_stub: StubControl, token_minter: TokenMinter
+) -> None:
+    _, http = chat
+    persona = await client.introduce()
+    conversation = uuid4()
+    await client.until_final((await client.send(conversation, persona.character_id, "Short and sweet.")).turn_id)
+    headers = token_minter.headers(client.user_id)
+    llm_stub.script(model="orrery-summary", content="A summary nobody keeps.", ttft_ms=1000)
+
+    ending = asyncio.create_task(http.post(f"/conversations/{conversation}/end", headers=headers))
+    await asyncio.sleep(0.3)
+    assert (await http.delete(f"/conversations/{conversation}", headers=headers)).status_code == 204
+    ended = await ending
+    assert ended.status_code == 404 and ended.json()["error"]["code"] == "not_found"
+
+
 async def test_a_turn_that_waited_too_long_fails_as_expired_without_calling_the_llm(
     infra: Infra, chat: App, client: Client, llm_stub: StubControl, token_minter: TokenMinter
 ) -> None:

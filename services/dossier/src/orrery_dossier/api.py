@@ -25,7 +25,7 @@ from orrery_dossier.domain import (
 from orrery_dossier.handlers import DossierExists, DossierNotFound, VersionConflict
 from orrery_dossier.ports import DossierSummary, ProjectState, Source, VersionRecord
 from orrery_shared.events import DossierCharacter, DossierSnapshot
-from orrery_shared.http import ApiError, error_body
+from orrery_shared.http import PG_INT_MAX, ApiError, error_body
 
 # --- bodies -------------------------------------------------------------------------------------------
 
@@ -93,7 +93,7 @@ class ReplaceDossier(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     snapshot_json: SnapshotIn
-    version: int = Field(ge=1, description="the version this edit started from (optimistic locking)")
+    version: int = Field(ge=1, le=PG_INT_MAX, description="the version this edit started from (optimistic locking)")
     title: Title | None = None
 
 
@@ -254,7 +254,7 @@ async def list_versions(
 
 @router.get("/{project_id}/versions/{version}", response_model=VersionDetail)
 async def get_version(
-    project_id: ProjectId, version: Annotated[int, Path(ge=1)], caller: Caller, commands: Commands
+    project_id: ProjectId, version: Annotated[int, Path(ge=1, le=PG_INT_MAX)], caller: Caller, commands: Commands
 ) -> Any:
     """One version with its full snapshot."""
     try:

@@ -176,6 +176,19 @@ async def test_bad_ids_and_oversized_bodies_are_refused_before_any_work(start_se
         huge = {"snapshot_json": {"themes": ["x" * 900] * 20}}
         too_large = await service.http.post(f"/dossiers/{uuid4()}", json=huge, headers=service.auth(user))
         assert too_large.status_code == 413 and too_large.json()["error"]["code"] == "too_large"
+        beyond_int = await service.http.get(f"/dossiers/{uuid4()}/versions/2147483648", headers=service.auth(user))
+        assert beyond_int.status_code == 422 and beyond_int.json()["error"]["code"] == "invalid"
+
+
+async def test_text_postgres_cannot_store_is_a_422_naming_the_field(start_service: StartService) -> None:
+    user, project = uuid4(), uuid4()
+    async with start_service() as service:
+        await create(service, user, project)
+        body = {"snapshot_json": {**SNAPSHOT, "themes": ["Trust", "Ho\x00pe"]}, "version": 1}
+        response = await service.http.put(f"/dossiers/{project}", json=body, headers=service.auth(user))
+        assert response.status_code == 422, response.text
+        assert response.json()["error"]["message"].startswith("snapshot_json.themes[1]")
+        assert (await service.dossier(user, project) or {})["version"] == 1
 
 
 async def test_a_guest_merge_reowns_the_guests_dossiers_once_and_for_turns_still_in_flight(

@@ -256,12 +256,22 @@ async def jwks(request: Request, gw: GatewayDep) -> Response:
     return await forward(request, gw.upstreams.auth, "/.well-known/jwks.json")
 
 
+def _plain_path(request: Request, rest: str) -> bool:
+    """Whether the path names something under its resource and nothing else: no `.` or `..` segment and no
+    encoded slash or backslash, which the service (or the HTTP client on the way) would resolve to a route
+    outside the resource (`/api/conversations/..%2Fmetrics` is not chat's /metrics)."""
+    raw = request.scope.get("raw_path", b"").lower()
+    if b"%2f" in raw or b"%5c" in raw or "\\" in rest:
+        return False
+    return not any(segment in (".", "..") for segment in rest.split("/"))
+
+
 # Declared last: the specific routes above take precedence.
 @router.api_route("/api/{resource}", methods=METHODS, include_in_schema=False)
 @router.api_route("/api/{resource}/{rest:path}", methods=METHODS, include_in_schema=False)
 async def service_api(request: Request, resource: str, gw: GatewayDep, _: Caller, rest: str = "") -> Response:
     """`/api/characters|conversations|dossiers/...` → the owning service (the token checked here first)."""
     upstream = gw.upstreams.by_prefix.get(resource)
-    if upstream is None:
+    if upstream is None or not _plain_path(request, rest):
         raise ApiError(404, "not_found", f"no such resource /api/{resource}")
     return await forward(request, upstream, f"/{resource}" + (f"/{rest}" if rest else ""))

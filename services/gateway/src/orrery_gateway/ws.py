@@ -32,6 +32,7 @@ from orrery_gateway.protocol import (
 from orrery_gateway.submit import KnownConversation, existing_conversation, new_conversation, submit_spin, submit_turn
 from orrery_shared.auth import Principal, TokenError
 from orrery_shared.http import ApiError
+from orrery_shared.text import unstorable_text
 
 log = logging.getLogger(__name__)
 # Served by `serve`, which the app calls straight from its outermost ASGI callable: an idle socket then holds
@@ -170,6 +171,10 @@ class Session:
             await self.send(
                 error("unknown_type", f"unknown frame type {kind!r}; expected one of {', '.join(CLIENT_TYPES)}")
             )
+            return
+        if (unstorable := unstorable_text(data)) is not None:
+            where, why = unstorable
+            await self.send(error("invalid", f"invalid {data['type']} frame: {where} {why}"))
             return
         try:
             frame = CLIENT_FRAME.validate_python(data)
