@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -21,6 +22,23 @@ _RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
 }
 
 
+# Secrets that travel in URLs and headers (a magic link's ?token=, a socket's or an image's ?access_token=, a
+# bearer header) and would otherwise reach the logs with an access-log line or an error's text.
+_SECRET_PARAM = re.compile(r"(?i)\b((?:access_|refresh_)?token|password|secret)=[^&\s\"']+")
+_BEARER = re.compile(r"(?i)\b(bearer\s+)[\w.~+/=-]+")
+_JWT = re.compile(r"\beyJ[\w-]*\.[\w-]+\.[\w-]+")
+REDACTED = "[redacted]"
+
+
+def redact(text: str) -> str:
+    """`text` with tokens in query parameters, bearer headers and anything shaped like a JWT replaced."""
+    if "=" not in text and "eyJ" not in text and "earer" not in text:
+        return text
+    text = _SECRET_PARAM.sub(lambda m: f"{m.group(1)}={REDACTED}", text)
+    text = _BEARER.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
+    return _JWT.sub(REDACTED, text)
+
+
 class JsonFormatter(logging.Formatter):
     def __init__(self, service: str) -> None:
         super().__init__()
@@ -32,7 +50,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "service": self.service,
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": redact(record.getMessage()),
         }
         cid = correlation_id.get()
         if cid:
@@ -42,9 +60,9 @@ class JsonFormatter(logging.Formatter):
             entry["trace_id"], entry["span_id"] = ids
         for key, value in record.__dict__.items():
             if key not in _RESERVED and not key.startswith("_"):
-                entry[key] = value
+                entry[key] = redact(value) if isinstance(value, str) else value
         if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+            entry["exc"] = redact(self.formatException(record.exc_info))
         return json.dumps(entry, default=str)
 
 

@@ -17,6 +17,7 @@ from fastapi import APIRouter, FastAPI
 from orrery_shared.db import migrations
 from orrery_shared.health import health_router
 from orrery_shared.http import BodyLimit, StorableText, install_error_handlers
+from orrery_shared.http_protocol import GuardedHttpProtocol
 from orrery_shared.logging import configure_logging
 from orrery_shared.runtime import Runtime
 from orrery_shared.settings import DatabaseServiceSettings, ServiceSettings
@@ -127,6 +128,7 @@ def run_cli(
         port=settings.port,
         log_config=None,
         access_log=os.environ.get("ORRERY_ACCESS_LOG") == "1",
+        http=GuardedHttpProtocol,  # a request's head is timed and its size bounded
         timeout_graceful_shutdown=10,
         # Client addresses come from the socket; trusting X-Forwarded-For is each service's explicit choice.
         proxy_headers=False,
