@@ -106,6 +106,7 @@ class Platform:
             "ORRERY_GATEWAY_CHARACTERS_URL": f"http://127.0.0.1:{characters_port}",
             "ORRERY_GATEWAY_MESSAGES_PER_MINUTE": "1000000",
             "ORRERY_GATEWAY_SPINS_PER_HOUR": "1000000",
+            "ORRERY_GATEWAY_MAX_SOCKETS_PER_USER": "1000000",  # one user holds every socket here
             "ORRERY_CHAT_LOG_LEVEL": "WARNING",
             "ORRERY_GATEWAY_LOG_LEVEL": "WARNING",
             "ORRERY_CHARACTER_GEN_LOG_LEVEL": "WARNING",

@@ -135,13 +135,68 @@ async def test_sse_streams_the_story_bots_exact_frames(stub: StubControl) -> Non
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         raw = (await response.aread()).decode()
-    events = [json.loads(chunk.removeprefix("data: ")) for chunk in raw.strip().split("\n\n")]
+    events = [json.loads(data) for _, data in sse_events(raw)]
     assert all(set(e) == {"type", "content"} for e in events[:-2])
     assert "".join(e["content"] for e in events[:-2]) == "The dunes sing at night."
     assert events[-2]["type"] == "metadata"
     assert set(events[-2]["metadata"]) == {"session_id", "project_id", "dossier_updated"}
     assert events[-2]["metadata"]["session_id"] == conversation_id
     assert events[-1] == {"type": "done"}
+
+
+def sse_events(raw: str) -> list[tuple[str | None, str]]:
+    """(id, data) of each event, as an EventSource reads them."""
+    events = []
+    for chunk in raw.strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in chunk.splitlines())
+        events.append((fields.get("id"), fields["data"]))
+    return events
+
+
+async def test_an_sse_reply_survives_its_connection_resumes_after_last_event_id_and_cancels_by_rest(
+    stub: StubControl,
+) -> None:
+    token, stranger = await guest(), await guest()
+    conversation_id, _ = await conversation_with_character(token)
+    reply = " ".join(f"ember{i}" for i in range(60))
+    stub.script(model="orrery-chat", content=reply, tokens_per_second=30)
+    auth = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=GATEWAY, timeout=60) as http:
+        body = {"text": "Tell me of the embers.", "session_id": conversation_id}
+        async with http.stream("POST", "/api/chat/stream", json=body, headers=auth) as response:
+            turn_id = response.headers["x-turn-id"]
+            seen: list[str] = []
+            async for line in response.aiter_lines():
+                if line.startswith("id: "):
+                    seen.append(line.removeprefix("id: "))
+                if len(seen) == 10:
+                    break  # the connection drops mid-reply
+        # Someone else can neither read nor stop it.
+        foreign = {"Authorization": f"Bearer {stranger}"}
+        assert (await http.get(f"/api/turns/{turn_id}/stream", headers=foreign)).status_code == 404
+        assert (await http.post(f"/api/turns/{turn_id}/cancel", headers=foreign)).status_code == 404
+        # The owner picks it up where the last event left off.
+        resumed_from = {**auth, "Last-Event-ID": seen[-1]}
+        async with http.stream("GET", f"/api/turns/{turn_id}/stream", headers=resumed_from) as response:
+            rest = sse_events((await response.aread()).decode())
+    ids = [int(i.rsplit(":", 1)[1]) for i in seen] + [int(i.rsplit(":", 1)[1]) for i, _ in rest if i]
+    assert ids == list(range(1, len(ids) + 1))  # nothing repeated, nothing missed
+    assert json.loads(rest[-1][1])["type"] == "end" and json.loads(rest[-1][1])["status"] == "complete"
+
+    # A REST client stops a reply with the cancel route.
+    stub.script(model="orrery-chat", content=" ".join(f"w{i}" for i in range(300)), tokens_per_second=30)
+    async with httpx.AsyncClient(base_url=GATEWAY, timeout=60) as http:
+        body = {"text": "Go on forever.", "session_id": conversation_id}
+        async with http.stream("POST", "/api/chat/stream", json=body, headers=auth) as response:
+            turn_id = response.headers["x-turn-id"]
+            async for line in response.aiter_lines():
+                if line.startswith("data: ") and '"text"' in line:
+                    break
+        cancelled = await http.post(f"/api/turns/{turn_id}/cancel", headers=auth)
+        assert cancelled.status_code == 202
+        async with http.stream("GET", f"/api/turns/{turn_id}/stream", headers=auth) as response:
+            events = [json.loads(data) for _, data in sse_events((await response.aread()).decode())]
+    assert events[-1]["type"] == "end" and events[-1]["status"] == "cancelled"
 
 
 async def test_post_chat_waits_and_returns_the_whole_reply(stub: StubControl) -> None:
@@ -280,6 +335,32 @@ async def test_bad_or_expired_tokens_close_the_socket_with_4401(platform: str, t
     assert await closed_with(expired) == 4401
     assert await closed_with("garbage") == 4401
     assert await closed_with(token_minter.token()) == 4401  # a key the platform does not trust
+
+
+async def test_a_users_sockets_are_capped_across_instances_and_a_closed_one_frees_its_place(platform: str) -> None:
+    token, other = await guest(), await guest()
+    with extra_gateway(platform, {"ORRERY_GATEWAY_MAX_SOCKETS_PER_USER": "3"}) as capped:
+        async with socket(token), socket(token), socket(token, base=capped):
+            async with connect(capped.replace("http", "ws") + f"/ws?token={token}") as refused:
+                with pytest.raises(websockets.ConnectionClosed):
+                    await asyncio.wait_for(refused.recv(), 10)
+                assert refused.close_code == 4429
+            async with socket(other, base=capped) as ws:  # another user is not affected
+                await send(ws, {"type": "ping"})
+                assert json.loads(await ws.recv()) == {"type": "pong"}
+        async with socket(token, base=capped) as ws:  # the three closed: their places are free again
+            await send(ws, {"type": "ping"})
+            assert json.loads(await ws.recv()) == {"type": "pong"}
+
+
+async def test_imports_are_rate_limited_per_user_across_instances(platform: str) -> None:
+    token = await guest()
+    with extra_gateway(platform, {"ORRERY_GATEWAY_IMPORTS_PER_HOUR": "2"}) as capped:
+        async with httpx.AsyncClient(base_url=capped, headers={"Authorization": f"Bearer {token}"}) as http:
+            answers = [await http.post("/api/characters/import", json={"not": "a card"}) for _ in range(3)]
+    assert [a.status_code for a in answers[:2]] == [422, 422]  # refused by character-gen, but counted
+    assert answers[2].status_code == 429 and answers[2].json()["error"]["code"] == "rate_limited"
+    assert 0 < int(answers[2].headers["retry-after"]) <= 3600
 
 
 async def test_rate_limits_answer_with_retry_after_while_others_are_served(stub: StubControl, platform: str) -> None:

@@ -130,7 +130,13 @@ class StorableText:
             return
         chunks: list[bytes] = []
         while True:
-            message = await receive()
+            try:
+                message = await receive()
+            except HTTPException as refused:  # BodyLimit: the body passed the cap while it was read here
+                code = _CODES.get(refused.status_code, "error")
+                response = JSONResponse(error_body(code, str(refused.detail)), refused.status_code)
+                await response(scope, receive, send)
+                return
             if message["type"] != "http.request":
                 await self.app(scope, _replay([], message, receive), send)
                 return

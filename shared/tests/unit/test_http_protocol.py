@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
 import uvicorn
 from fastapi import FastAPI
 
+from orrery_shared.http import BodyLimit
 from orrery_shared.http_protocol import GuardedHttpProtocol
 from tests.support.processes import free_port
 
@@ -24,6 +26,8 @@ async def server() -> AsyncIterator[int]:
     @app.get("/")
     async def root() -> dict[str, str]:
         return {"ok": "yes"}
+
+    app.add_middleware(BodyLimit, max_bytes=1_000)
 
     port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, http=QuickHeads, log_config=None, lifespan="off")
@@ -81,4 +85,18 @@ async def test_ordinary_requests_on_one_connection_are_served(server: int) -> No
         length = int(next(h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")).split(b":")[1])
         await reader.readexactly(length)
         await asyncio.sleep(0.6)  # longer than a head may take: idle between requests is not a slow head
+    writer.close()
+
+
+async def test_the_rest_of_a_body_refused_unread_is_not_taken_for_a_head(server: int) -> None:
+    body = b"x" * 100_000
+    head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n" % len(body)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server)
+    writer.write(head + body)
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert answer.startswith(b"HTTP/1.1 413")
+    with contextlib.suppress(TimeoutError):
+        answer += await asyncio.wait_for(reader.read(), 1)
+    assert b"431" not in answer
     writer.close()

@@ -1,4 +1,4 @@
-"""Fixed-window rate limits in Redis, shared by every replica of the service."""
+"""Rate limits in Redis, sliding windows shared by every replica of the service (orrery_shared.ratelimit)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from orrery_auth.domain import RateLimited, Unavailable
-
-# Count the hit and start the window on the first one, atomically; answer the count and the window's rest.
-_HIT = """
-local count = redis.call('INCR', KEYS[1])
-if count == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]); ttl = tonumber(ARGV[1]) end
-return {count, ttl}
-"""
+from orrery_shared.ratelimit import hit_sliding_window
 
 
 class RateLimiter(Protocol):
@@ -30,7 +22,6 @@ class RedisRateLimiter:
     def __init__(self, redis: Redis, prefix: str) -> None:
         self.redis = redis
         self.prefix = prefix
-        self._script = redis.register_script(_HIT)
 
     def key(self, bucket: str, subject: str) -> str:
         # Hashed so addresses and IPs do not sit in Redis in clear.
@@ -40,8 +31,8 @@ class RedisRateLimiter:
     async def hit(self, bucket: str, subject: str, limit: int, window_seconds: int) -> None:
         """Count one request of `subject` in `bucket`; raises RateLimited past `limit` per window."""
         try:
-            count, ttl_ms = await self._script(keys=[self.key(bucket, subject)], args=[window_seconds * 1000])
+            wait = await hit_sliding_window(self.redis, self.key(bucket, subject), limit, window_seconds)
         except RedisError:
             raise Unavailable() from None
-        if int(count) > limit:
-            raise RateLimited(retry_after=max(1, -(-int(ttl_ms) // 1000)))
+        if wait:
+            raise RateLimited(retry_after=wait)

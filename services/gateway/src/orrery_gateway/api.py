@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 import httpx
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
@@ -19,13 +19,14 @@ from orrery_gateway.submit import (
     Submitted,
     existing_conversation,
     new_conversation,
+    rate_limited,
     submit_spin,
     submit_turn,
 )
 from orrery_gateway.upstream import HOP_HEADERS, Upstream
 from orrery_shared.auth import Principal, authenticate
 from orrery_shared.events import TraitOverrides
-from orrery_shared.http import ApiError
+from orrery_shared.http import PG_INT_MAX, ApiError
 
 router = APIRouter()
 
@@ -102,28 +103,44 @@ async def _submit(request: Request, gw: Gateway, principal: Principal, body: Cha
     return await submit_turn(gw, principal, conversation, body.text, body.client_msg_id)
 
 
-def _sse(data: dict[str, Any]) -> bytes:
-    return f"data: {json.dumps(data)}\n\n".encode()
+def _sse(data: dict[str, Any], event_id: str | None = None) -> bytes:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}data: {json.dumps(data)}\n\n".encode()
+
+
+async def _reply_events(gw: Gateway, turn_id: UUID, after_seq: int, with_end: bool) -> AsyncIterator[bytes]:
+    """A turn's reply as server-sent events after `after_seq`: `text`, `restart`, `error` (and `end` when
+    `with_end`). Each carries its `id:` (`<turn_id>:<seq>`), so a client that lost the connection resumes exactly
+    after it (`Last-Event-ID`)."""
+    try:
+        async for frame in gw.streams.follow(turn_id, after_seq, gw.settings.turn_timeout_seconds):
+            event_id = f"{turn_id}:{frame['seq']}"
+            if frame["type"] == "delta":
+                yield _sse({"type": "text", "content": frame["text"]}, event_id)
+            elif frame["type"] == "turn.restart":
+                yield _sse({"type": "restart"}, event_id)
+            elif frame["type"] == "turn.failed":
+                error = {"code": "turn_failed", "message": frame["reason"], "retryable": frame["retryable"]}
+                yield _sse({"type": "error", "error": error}, event_id)
+            elif frame["type"] == "turn.done" and with_end:
+                yield _sse({"type": "end", "status": frame["status"], "message_id": frame["message_id"]}, event_id)
+    except turns.TurnSilent:
+        yield _sse({"type": "error", "error": {"code": "timeout", "message": "the reply did not arrive"}})
 
 
 @router.post("/api/chat/stream", tags=["chat"], response_class=StreamingResponse)
 async def chat_stream(request: Request, body: ChatIn, gw: GatewayDep, principal: Caller) -> StreamingResponse:
-    """Server-sent events: `text` frames as the reply streams, then `metadata`, then `done`."""
+    """Server-sent events: `text` frames as the reply streams, then `metadata`, then `done`. A client that goes
+    away does not stop the reply: it is generated and stored, and `GET /api/turns/{turn_id}/stream` (the turn is
+    in the `X-Turn-Id` header) picks it up again; `POST /api/turns/{turn_id}/cancel` stops it."""
     submitted = await _submit(request, gw, principal, body)
     project_id = submitted.conversation.project_id
     watch = gw.hub.watch_project(project_id) if project_id else None
 
     async def frames() -> AsyncIterator[bytes]:
         try:
-            async for frame in gw.streams.follow(submitted.turn_id, 0, gw.settings.turn_timeout_seconds):
-                if frame["type"] == "delta":
-                    yield _sse({"type": "text", "content": frame["text"]})
-                elif frame["type"] == "turn.restart":
-                    yield _sse({"type": "restart"})
-                elif frame["type"] == "turn.failed":
-                    yield _sse({"type": "error", "error": {"code": "turn_failed", "message": frame["reason"]}})
-        except turns.TurnSilent:
-            yield _sse({"type": "error", "error": {"code": "timeout", "message": "the reply did not arrive"}})
+            async for event in _reply_events(gw, submitted.turn_id, 0, with_end=False):
+                yield event
         finally:
             updated = watch.is_set() if watch else False
             if project_id:
@@ -138,6 +155,50 @@ async def chat_stream(request: Request, body: ChatIn, gw: GatewayDep, principal:
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Turn-Id": str(submitted.turn_id)}
     return StreamingResponse(frames(), media_type="text/event-stream", headers=headers)
+
+
+def _resume_after(turn_id: UUID, last_event_id: str | None, after_seq: int | None) -> int:
+    if after_seq is not None:
+        return after_seq
+    if not last_event_id:
+        return 0
+    named, _, seq = last_event_id.strip().rpartition(":")
+    if (named and named != str(turn_id)) or not seq.isdigit() or int(seq) > PG_INT_MAX:
+        raise ApiError(422, "invalid", "Last-Event-ID is not an event of this turn")
+    return int(seq)
+
+
+@router.get("/api/turns/{turn_id}/stream", tags=["chat"], response_class=StreamingResponse)
+async def turn_stream(
+    turn_id: UUID,
+    gw: GatewayDep,
+    principal: Caller,
+    last_event_id: Annotated[str | None, Header(max_length=200)] = None,
+    after_seq: Annotated[int | None, Query(ge=0, le=PG_INT_MAX)] = None,
+) -> StreamingResponse:
+    """A turn's reply as server-sent events, from its start or after `Last-Event-ID` (or `?after_seq=`): what an
+    `EventSource` reconnecting, or a client that lost `POST /api/chat/stream`'s connection, needs. Ends with
+    `end {status, message_id}` or `error`."""
+    after = _resume_after(turn_id, last_event_id, after_seq)
+    if not await turns.owned_by(gw.redis, turn_id, principal.user_id):
+        raise ApiError(404, "not_found", "no such turn")
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Turn-Id": str(turn_id)}
+    events = _reply_events(gw, turn_id, after, with_end=True)
+    return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+
+
+class CancelOut(BaseModel):
+    turn_id: UUID
+    status: str = "cancelling"
+
+
+@router.post("/api/turns/{turn_id}/cancel", tags=["chat"], response_model=CancelOut, status_code=202)
+async def cancel_turn(turn_id: UUID, gw: GatewayDep, principal: Caller) -> CancelOut:
+    """Stop a reply (REST clients; sockets send `cancel`): it ends as `cancelled`, keeping what was streamed."""
+    if not await turns.owned_by(gw.redis, turn_id, principal.user_id):
+        raise ApiError(404, "not_found", "no such turn")
+    await turns.request_cancel(gw.redis, turn_id)
+    return CancelOut(turn_id=turn_id)
 
 
 @router.post("/api/chat", tags=["chat"], response_model=ChatOut)
@@ -269,9 +330,12 @@ def _plain_path(request: Request, rest: str) -> bool:
 # Declared last: the specific routes above take precedence.
 @router.api_route("/api/{resource}", methods=METHODS, include_in_schema=False)
 @router.api_route("/api/{resource}/{rest:path}", methods=METHODS, include_in_schema=False)
-async def service_api(request: Request, resource: str, gw: GatewayDep, _: Caller, rest: str = "") -> Response:
+async def service_api(request: Request, resource: str, gw: GatewayDep, principal: Caller, rest: str = "") -> Response:
     """`/api/characters|conversations|dossiers/...` → the owning service (the token checked here first)."""
     upstream = gw.upstreams.by_prefix.get(resource)
     if upstream is None or not _plain_path(request, rest):
         raise ApiError(404, "not_found", f"no such resource /api/{resource}")
+    if request.method == "POST" and rest.rstrip("/") == "import":
+        # Imports are the largest bodies and the most work a request can ask for: limited per user.
+        await rate_limited(gw, "imports", principal.user_id)
     return await forward(request, upstream, f"/{resource}" + (f"/{rest}" if rest else ""))

@@ -15,6 +15,7 @@ from orrery_gateway.limits import RateLimiter
 from orrery_gateway.notifications import NotificationListener
 from orrery_gateway.protocol import WS_PROTOCOL_DOC
 from orrery_gateway.settings import GatewaySettings, load
+from orrery_gateway.socket_leases import SocketLeases
 from orrery_gateway.upstream import Upstreams
 from orrery_shared.auth import JwtVerifier, install_verifier
 from orrery_shared.runtime import Runtime
@@ -72,15 +73,17 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     )
     hub = Hub()
     streams = TurnStreams(runtime.redis)
-    gateway = Gateway(
-        settings, runtime.broker, runtime.redis, verifier, upstreams, hub, RateLimiter(runtime.redis), streams
-    )
+    sockets = SocketLeases(runtime.redis, hub, settings.max_sockets_per_user)
+    limiter = RateLimiter(runtime.redis)
+    gateway = Gateway(settings, runtime.broker, runtime.redis, verifier, upstreams, hub, limiter, streams, sockets)
 
-    async def start_streams() -> None:
+    async def start_readers() -> None:
         streams.start()
+        sockets.start()
 
-    runtime.on_start(start_streams)
+    runtime.on_start(start_readers)
     runtime.on_stop(streams.stop)
+    runtime.on_stop(sockets.stop)
     listener = NotificationListener(settings.kafka.bootstrap_servers, hub)
     runtime.on_start(listener.start)
     runtime.on_stop(listener.stop)

@@ -11,6 +11,7 @@ from orrery_gateway.fanin import TurnStreams
 from orrery_gateway.hub import Hub
 from orrery_gateway.limits import Limit, RateLimiter
 from orrery_gateway.settings import GatewaySettings
+from orrery_gateway.socket_leases import SocketLeases
 from orrery_gateway.upstream import Upstreams
 from orrery_shared.auth import JwtVerifier
 
@@ -25,6 +26,7 @@ class Gateway:
     hub: Hub
     limiter: RateLimiter
     streams: TurnStreams
+    sockets: SocketLeases
 
     @property
     def message_limit(self) -> Limit:
@@ -33,3 +35,7 @@ class Gateway:
     @property
     def spin_limit(self) -> Limit:
         return Limit("spins", self.settings.spins_per_hour, 3600)
+
+    @property
+    def import_limit(self) -> Limit:
+        return Limit("imports", self.settings.imports_per_hour, 3600)

@@ -46,6 +46,15 @@ class _Follower:
         self.entries: asyncio.Queue[Entry] = asyncio.Queue()
 
 
+async def _next_entry(follower: _Follower, within_s: float) -> Entry | None:
+    """The follower's next entry, or None if none came within `within_s` seconds."""
+    try:
+        async with asyncio.timeout(within_s):
+            return await follower.entries.get()
+    except TimeoutError:
+        return None
+
+
 class TurnStreams:
     def __init__(self, redis: Redis, *, block_ms: int = 2000, batch: int = 1000, wake_ttl_s: int = 300) -> None:
         self._redis = redis
@@ -74,12 +83,15 @@ class TurnStreams:
         return len(self._followers)
 
     async def follow(
-        self, turn_id: UUID, after_seq: int = 0, silence_s: float = 120.0
+        self, turn_id: UUID, after_seq: int = 0, silence_s: float = 120.0, notice_after_s: float | None = None
     ) -> AsyncIterator[dict[str, Any]]:
         """Frames of the turn after `after_seq`, as they arrive, until `turn.done` or `turn.failed`.
 
         The stream is read from its beginning, so a follower that starts before the turn is even published
-        misses nothing, and one resuming after `after_seq` gets exactly what follows.
+        misses nothing, and one resuming after `after_seq` gets exactly what follows. With `notice_after_s`, a
+        turn silent that long (nothing yet, or nothing since its last entry: a replica died, the broker or Redis is
+        down) gets one `turn.delayed {turn_id, seq}` frame (seq: the last one relayed), so its reader can say so;
+        it is no entry of the stream, and the turn goes on being followed until `silence_s`.
         """
         key = f"turn:{turn_id}".encode()
         follower = _Follower()
@@ -90,18 +102,21 @@ class TurnStreams:
             except Exception as error:
                 # Redis is down: the reader reads this follower's stream once Redis answers, unwoken.
                 log.warning("waking the stream reader failed", extra={"error": repr(error)})
+            last_seq = after_seq
+            notice = notice_after_s if notice_after_s is not None and notice_after_s < silence_s else None
             while True:
-                if follower.entries.empty():
-                    try:
-                        async with asyncio.timeout(silence_s):
-                            item = await follower.entries.get()
-                    except TimeoutError:
-                        raise TurnSilent(turn_id) from None
-                else:
-                    item = follower.entries.get_nowait()
+                item = None if follower.entries.empty() else follower.entries.get_nowait()
+                if item is None:
+                    item = await _next_entry(follower, notice or silence_s)
+                    if item is None and notice is not None:
+                        yield {"type": "turn.delayed", "turn_id": str(turn_id), "seq": last_seq}
+                        item = await _next_entry(follower, silence_s - notice)
+                    if item is None:
+                        raise TurnSilent(turn_id)
                 if int(item[b"seq"]) <= after_seq:
                     continue
                 out = frame(turn_id, item)
+                last_seq = out["seq"]
                 yield out
                 if out["type"] in FINAL_TYPES:
                     return

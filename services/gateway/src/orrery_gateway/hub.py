@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 from uuid import UUID
 
@@ -19,11 +20,12 @@ CLOSE_GOING_AWAY = 1001
 class Connection:
     """One open socket. Frames from several tasks (replies, notifications) are sent one at a time."""
 
-    __slots__ = ("_send_lock", "relaying", "user_id", "websocket")
+    __slots__ = ("_send_lock", "lease", "relaying", "user_id", "websocket")
 
-    def __init__(self, websocket: WebSocket, user_id: UUID) -> None:
+    def __init__(self, websocket: WebSocket, user_id: UUID, lease: str | None = None) -> None:
         self.websocket = websocket
         self.user_id = user_id
+        self.lease = lease  # its place among the user's sockets (orrery_gateway.socket_leases)
         self.relaying: set[UUID] = set()  # turns whose stream this socket is forwarding
         self._send_lock = asyncio.Lock()
 
@@ -76,6 +78,10 @@ class Hub:
             sockets.discard(connection)
             if not sockets:
                 del self._by_user[connection.user_id]
+
+    def connections(self) -> Iterator[Connection]:
+        for sockets in self._by_user.values():
+            yield from sockets
 
     def count(self) -> int:
         return sum(len(s) for s in self._by_user.values())

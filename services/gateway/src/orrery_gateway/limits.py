@@ -1,11 +1,12 @@
-"""Per-user rate limits in Redis: fixed windows shared by every gateway instance."""
+"""Per-user rate limits in Redis, sliding windows shared by every gateway instance (orrery_shared.ratelimit)."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
+
+from orrery_shared.ratelimit import hit_sliding_window
 
 
 @dataclass(frozen=True)
@@ -27,14 +28,7 @@ class RateLimiter:
         self.prefix = prefix
 
     async def hit(self, limit: Limit, subject: str) -> Verdict:
-        """Count one use of `limit` by `subject`; refused once the window's count is spent."""
-        now = int(time.time())
-        window = now // limit.window_seconds
-        key = f"{self.prefix}:{limit.name}:{subject}:{window}"
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.incr(key)
-        pipe.expire(key, limit.window_seconds + 1)
-        used, _ = await pipe.execute()
-        if int(used) <= limit.count:
-            return Verdict(True)
-        return Verdict(False, retry_after=max(1, (window + 1) * limit.window_seconds - now))
+        """Count one use of `limit` by `subject`; refused while `limit.count` uses fall in the last window."""
+        key = f"{self.prefix}:{limit.name}:{subject}"
+        wait = await hit_sliding_window(self.redis, key, limit.count, limit.window_seconds)
+        return Verdict(True) if wait == 0 else Verdict(False, retry_after=wait)

@@ -23,11 +23,16 @@ class GatewaySettings(ServiceSettings):
     max_body_bytes: int = Field(4 * 1024 * 1024 + 64 * 1024, ge=1024, description="largest accepted request body")
     max_frame_bytes: int = Field(64 * 1024, ge=1024, description="largest WebSocket frame accepted")
     max_message_chars: int = Field(4000, ge=1, le=16_000, description="longest chat message accepted")
+    max_sockets_per_user: int = Field(20, ge=1, description="open sockets per user, across every instance")
     messages_per_minute: int = Field(30, ge=1, description="chat messages per user per minute")
     spins_per_hour: int = Field(30, ge=1, description="roulette spins per user per hour")
+    imports_per_hour: int = Field(30, ge=1, description="character card and lorebook imports per user per hour")
     idle_timeout_seconds: float = Field(300.0, gt=0, description="close a socket silent for this long")
     ping_interval_seconds: float = Field(20.0, gt=0, description="server pings keep idle sockets alive")
     turn_timeout_seconds: float = Field(120.0, gt=0, description="give up on a turn whose stream stays silent")
+    turn_delay_notice_seconds: float = Field(
+        5.0, gt=0, description="tell a socket client (turn.delayed) when a turn's stream is silent this long"
+    )
     shutdown_grace_seconds: float = Field(10.0, ge=0, description="how long open replies may finish at shutdown")
     sse_wait_seconds: float = Field(120.0, gt=0, description="longest a POST /api/chat waits for a reply")
     web_dir: Path = Field(WEB_DIR, description="static files of the web client")

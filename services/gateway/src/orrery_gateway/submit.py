@@ -34,7 +34,7 @@ def not_found(what: str) -> ApiError:
 
 
 async def rate_limited(gw: Gateway, limit_name: str, user_id: UUID) -> None:
-    limit = gw.message_limit if limit_name == "messages" else gw.spin_limit
+    limit = {"messages": gw.message_limit, "spins": gw.spin_limit, "imports": gw.import_limit}[limit_name]
     verdict = await gw.limiter.hit(limit, str(user_id))
     if not verdict.allowed:
         raise ApiError(

@@ -43,6 +43,7 @@ PATHS = ("/ws", "/ws/chat")
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_IDLE = 4408
 CLOSE_INTERNAL_ERROR = 1011
+CLOSE_TOO_MANY_SOCKETS = 4429
 
 
 def route_path(scope: Scope) -> str:
@@ -110,16 +111,24 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         await websocket.accept(subprotocol=subprotocol)
         await websocket.close(1001, "server shutting down")
         return
-    await websocket.accept(subprotocol=subprotocol)
-    forget_handshake(websocket)
-    connection = Connection(websocket, principal.user_id)
-    session = Session(gw, connection, principal, f"Bearer {token}")
-    del token, subprotocol  # this frame lives as long as the socket
-    gw.hub.add(connection)
+    lease = gw.sockets.new_lease()
+    if not await gw.sockets.admit(principal.user_id, lease):
+        await websocket.accept(subprotocol=subprotocol)
+        await websocket.close(CLOSE_TOO_MANY_SOCKETS, "too many sockets")
+        return
     try:
-        await session.run()
+        await websocket.accept(subprotocol=subprotocol)
+        forget_handshake(websocket)
+        connection = Connection(websocket, principal.user_id, lease)
+        session = Session(gw, connection, principal, f"Bearer {token}")
+        del token, subprotocol  # this frame lives as long as the socket
+        gw.hub.add(connection)
+        try:
+            await session.run()
+        finally:
+            gw.hub.remove(connection)
     finally:
-        gw.hub.remove(connection)
+        await gw.sockets.release(principal.user_id, lease)
 
 
 class Session:
@@ -265,7 +274,11 @@ class Session:
         connection = self.connection
         connection.relaying.add(turn_id)
         try:
-            async for frame in self.gw.streams.follow(turn_id, after_seq, self.gw.settings.turn_timeout_seconds):
+            settings = self.gw.settings
+            frames = self.gw.streams.follow(
+                turn_id, after_seq, settings.turn_timeout_seconds, settings.turn_delay_notice_seconds
+            )
+            async for frame in frames:
                 if not await connection.send(frame):
                     return  # the client left; it may resume elsewhere with after_seq
         except turns.TurnSilent:

@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import shutil
-import socket
-import subprocess
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -18,7 +13,7 @@ from redis.asyncio import Redis
 from orrery_gateway.fanin import TurnStreams
 from orrery_gateway.turns import TurnSilent
 from tests.support.infra import Infra
-from tests.support.processes import free_port
+from tests.support.processes import free_port, private_redis
 
 pytestmark = pytest.mark.integration
 
@@ -123,26 +118,6 @@ async def test_a_turn_that_stays_silent_ends_with_turn_silent(streams: TurnStrea
     assert streams.following() == 0
 
 
-@contextlib.contextmanager
-def private_redis(port: int) -> Iterator[subprocess.Popen[bytes]]:
-    """A Redis of this test's own, without persistence, like the platform's: restarting it loses everything."""
-    server = shutil.which("redis-server")
-    assert server, "redis-server is installed by the infrastructure scripts"
-    args = [server, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.05)
-        yield proc
-    finally:
-        proc.kill()
-        proc.wait(10)
-
-
 async def test_a_redis_restart_mid_reply_fails_no_follower_and_the_restarted_reply_reaches_it() -> None:
     """What a client is told must be what happened: the turn did not fail, so the follower hears no failure."""
     port = free_port()
@@ -170,3 +145,21 @@ async def test_a_redis_restart_mid_reply_fails_no_follower_and_the_restarted_rep
     await redis.aclose()
     assert [f["type"] for f in frames] == ["delta", "turn.restart", "delta", "turn.done"]
     assert [f["seq"] for f in frames] == [1, 2, 3, 4]
+
+
+async def test_a_silent_stretch_is_announced_once_as_delayed_and_the_turn_goes_on(
+    redis: Redis, streams: TurnStreams
+) -> None:
+    turn_id = uuid4()
+    follower = asyncio.create_task(collect(streams.follow(turn_id, silence_s=10, notice_after_s=0.3)))
+    await asyncio.sleep(0.05)
+    await write(redis, turn_id, {"seq": 1, "type": "delta", "text": "a"})
+    await asyncio.sleep(0.8)  # silent past the notice
+    await write(redis, turn_id, *reply(["a", "b"], turn_id)[1:])
+    frames = await asyncio.wait_for(follower, 10)
+    assert [(f["type"], f["seq"]) for f in frames] == [
+        ("delta", 1),
+        ("turn.delayed", 1),
+        ("delta", 2),
+        ("turn.done", 3),
+    ]

@@ -91,6 +91,9 @@ function onFrame(frame) {
     case "turn.failed":
       turnFrame(frame);
       return;
+    case "turn.delayed":
+      turnDelayed(frame);
+      return;
     case "character.ready":
     case "character.failed":
       spinOutcome(frame);
@@ -703,6 +706,14 @@ function cooldown(seconds) {
   );
 }
 
+// The reply's stream fell silent for a while (a replica restarting, a dependency down): say so; the next frame
+// of the turn replaces the note.
+function turnDelayed(frame) {
+  const turn = state.turns.get(frame.turn_id);
+  if (!turn || turn.assembler.finished) return;
+  turn.bubble.querySelector(".msg-meta").replaceChildren(h("span", { class: "tag" }, "delayed — still working"));
+}
+
 function turnFrame(frame) {
   const turn = state.turns.get(frame.turn_id);
   if (!turn) return;
@@ -713,6 +724,8 @@ function turnFrame(frame) {
   textEl.textContent = turn.assembler.text;
   if (turn.assembler.restarts > restartsBefore) {
     bubble.querySelector(".msg-meta").replaceChildren(h("span", { class: "tag" }, "writing again"));
+  } else if (bubble.querySelector(".msg-meta .tag")?.textContent.startsWith("delayed")) {
+    bubble.querySelector(".msg-meta").replaceChildren();
   }
   scrollTranscript();
   if (!turn.assembler.finished) return;
