@@ -274,6 +274,21 @@ async def test_cancel_stops_the_reply_and_keeps_the_partial(stub: StubControl) -
     assert frames[-1]["status"] == "cancelled"
 
 
+async def test_another_users_turn_can_be_neither_resumed_nor_cancelled(stub: StubControl) -> None:
+    owner, intruder = await guest(), await guest()
+    conversation_id, _ = await conversation_with_character(owner)
+    stub.script(model="orrery-chat", content=" ".join(f"w{i}" for i in range(40)), tokens_per_second=40)
+    async with socket(owner) as mine, socket(intruder) as theirs:
+        await send(mine, {"type": "message", "conversation_id": conversation_id, "content": "Go on."})
+        [accepted] = await receive_until(mine, "turn.accepted")
+        for frame in ({"type": "resume", "after_seq": 0}, {"type": "cancel"}):
+            await send(theirs, {**frame, "turn_id": accepted["turn_id"]})
+            refused = json.loads(await theirs.recv())
+            assert (refused["type"], refused["code"]) == ("error", "not_found")
+        frames = await receive_until(mine, "turn.done")
+    assert frames[-1]["status"] == "complete"  # the intruder's cancel changed nothing
+
+
 async def test_bad_frames_get_error_frames_and_the_socket_keeps_serving(stub: StubControl) -> None:
     owner, intruder = await guest(), await guest()
     conversation_id, _ = await conversation_with_character(owner)

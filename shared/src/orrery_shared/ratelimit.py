@@ -14,8 +14,13 @@ import time
 from redis.asyncio import Redis
 
 # KEYS[1] the subject's set; ARGV: now (ms), window (ms), limit, a unique member. Returns 0 when the use is allowed
-# (and recorded), else the milliseconds until the oldest use in the window leaves it.
+# (and recorded), else the milliseconds until the oldest use in the window leaves it. A key of another type under
+# the same name (a fixed window's counter, from before an upgrade) is replaced, not failed on.
 _SLIDING_WINDOW = """
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind ~= 'zset' and kind ~= 'none' then
+    redis.call('DEL', KEYS[1])
+end
 local now = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)

@@ -26,6 +26,16 @@ class KafkaSettings(BaseSettings):
     client_id_prefix: str = Field("orrery", description="prefix of every Kafka client id")
     create_topics: bool = Field(True, description="create the architecture's topics at start-up if missing")
     request_timeout_ms: int = Field(30_000, ge=1_000)
+    # How soon a dead consumer's partitions (and the turns in them) go to another replica. The broker bounds it
+    # (group.min.session.timeout.ms, 6000 by default); see bench/chat_failover.py for what it buys.
+    session_timeout_ms: int = Field(6_000, ge=1_000, description="a consumer silent this long leaves its group")
+    heartbeat_interval_ms: int = Field(1_500, ge=100, description="how often a consumer says it is alive")
+    group_instance_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9._-]{1,200}$",
+        description="static membership: a stable name per replica (a StatefulSet pod's); restarted under the same "
+        "name, a replica takes its partitions back without a rebalance",
+    )
 
 
 class RedisSettings(BaseSettings):

@@ -35,3 +35,9 @@ async def test_no_double_burst_at_a_window_edge_and_refusals_are_not_counted(red
     assert [await hit_sliding_window(redis, "k", 3, window) for _ in range(3)] == [0, 0, 0]
     assert await hit_sliding_window(redis, "k", 3, window) > 0
     assert await hit_sliding_window(redis, "other", 3, window) == 0
+
+
+async def test_a_fixed_window_counter_left_under_the_same_key_is_replaced_not_an_error(redis: Redis) -> None:
+    await redis.set("upgraded", 7, ex=900)  # what the fixed windows stored
+    assert await hit_sliding_window(redis, "upgraded", 3, 60) == 0
+    assert await redis.type("upgraded") == b"zset"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from faststream.kafka import KafkaBroker
 
@@ -14,9 +16,23 @@ from orrery_shared.settings import KafkaSettings
 CONTENT_TYPE = "application/json"
 
 
+@dataclass(frozen=True)
+class Membership:
+    """How a broker's consumers take part in their groups (from KafkaSettings)."""
+
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 3_000
+    group_instance_id: str | None = None
+
+
+# Read by orrery_shared.kafka.consumer.subscribe for the broker's consumers; a broker made elsewhere (a test's)
+# gets aiokafka's defaults.
+MEMBERSHIP: weakref.WeakKeyDictionary[KafkaBroker, Membership] = weakref.WeakKeyDictionary()
+
+
 def make_broker(settings: KafkaSettings, service: str) -> KafkaBroker:
     """A broker whose producer never loses or duplicates a send on retry (acks=all + idempotence)."""
-    return KafkaBroker(
+    broker = KafkaBroker(
         settings.bootstrap_servers.split(","),
         client_id=f"{settings.client_id_prefix}-{service}",
         acks="all",
@@ -27,6 +43,10 @@ def make_broker(settings: KafkaSettings, service: str) -> KafkaBroker:
         # thread-pool hop per message and keeps the consumer's per-message cost to a few microseconds.
         apply_types=False,
     )
+    MEMBERSHIP[broker] = Membership(
+        settings.session_timeout_ms, settings.heartbeat_interval_ms, settings.group_instance_id
+    )
+    return broker
 
 
 def event_headers(event: Event, extra: Mapping[str, str] | None = None) -> dict[str, str]:

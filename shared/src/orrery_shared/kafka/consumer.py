@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from orrery_shared import telemetry
 from orrery_shared.events import Event, dlq_topic
-from orrery_shared.kafka.broker import event_headers
+from orrery_shared.kafka.broker import MEMBERSHIP, Membership, event_headers
 from orrery_shared.kafka.lanes import KeyedLanes
 from orrery_shared.kafka.offsets import OffsetCommitter
 from orrery_shared.logging import correlation_id
@@ -214,9 +214,15 @@ def subscribe(
         await lanes.submit(raw.key or b"", work)
 
     _LANES.setdefault(broker, []).append(lanes)
+    membership = MEMBERSHIP.get(broker, Membership())
+    instance = membership.group_instance_id
     return broker.subscriber(
         topic,
         group_id=group_id,
+        session_timeout_ms=membership.session_timeout_ms,
+        heartbeat_interval_ms=membership.heartbeat_interval_ms,
+        # One name per consumer of the group: a service may consume two topics in one group.
+        group_instance_id=f"{instance}.{topic}" if instance else None,
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.MANUAL,
         decoder=_raw_body,
