@@ -12,6 +12,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from orrery_shared.events import TraitOverrides
+from orrery_shared.http import PG_INT_MAX
 
 
 class _Frame(BaseModel):
@@ -57,7 +58,7 @@ class Cancel(_Frame):
 class Resume(_Frame):
     type: Literal["resume"]
     turn_id: UUID
-    after_seq: int = Field(0, ge=0)
+    after_seq: int = Field(0, ge=0, le=PG_INT_MAX)
 
 
 ClientFrame = Annotated[Ping | Spin | StartConversation | Message | Cancel | Resume, Field(discriminator="type")]
