@@ -69,3 +69,19 @@ def private_redis(port: int) -> Iterator[subprocess.Popen[bytes]]:
     finally:
         proc.kill()
         proc.wait(10)
+
+
+@contextlib.contextmanager
+def replicas(module: str, env: dict[str, str], port_variable: str, count: int) -> Iterator[list[int]]:
+    """`count` processes of one service (`python -m module`), each on a port of its own (`port_variable`), the
+    rest of their environment shared: replicas of one consumer group. Yields their ports; stops them all."""
+    ports = [free_port() for _ in range(count)]
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for port in ports:
+            url = f"http://127.0.0.1:{port}/readyz"
+            procs.append(start_module(module, {**env, port_variable: str(port)}, url, f"{module}-replica-{port}.log"))
+        yield ports
+    finally:
+        for proc in procs:
+            stop(proc)

@@ -6,11 +6,8 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import subprocess
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -19,28 +16,13 @@ from aiokafka import AIOKafkaProducer
 from orrery_shared.events import CharacterRequested, UserMerged
 from tests.support.infra import Infra
 from tests.support.kafka_groups import seed_groups_at_end
-from tests.support.processes import free_port, start_module, stop
+from tests.support.processes import replicas
 
 from .conftest import Schema, publish, sql
 
 pytestmark = pytest.mark.integration
 
 SPINS = 16
-
-
-@contextmanager
-def replicas(env: dict[str, str], count: int) -> Iterator[list[int]]:
-    ports = [free_port() for _ in range(count)]
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        for port in ports:
-            url = f"http://127.0.0.1:{port}/readyz"
-            env_of = {**env, "ORRERY_CHARACTER_GEN_PORT": str(port)}
-            procs.append(start_module("orrery_character_gen", env_of, url, f"character-gen-replica-{port}.log"))
-        yield ports
-    finally:
-        for proc in procs:
-            stop(proc)
 
 
 async def spins_handled(port: int, group: str) -> float:
@@ -70,7 +52,7 @@ async def test_two_replicas_share_the_spins_and_make_one_character_each(
         "ORRERY_LLM_DEFAULT_PROVIDER": "stub",
     }
     requests = [CharacterRequested(request_id=uuid.uuid4(), user_id=uuid.uuid4()) for _ in range(SPINS)]
-    with replicas(env, 2) as ports:
+    with replicas("orrery_character_gen", env, "ORRERY_CHARACTER_GEN_PORT", 2) as ports:
         await asyncio.sleep(2)  # both members have their partitions
         for request in requests:
             await publish(producer, request)

@@ -6,9 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from uuid import uuid4
 
 import httpx
@@ -17,33 +14,13 @@ import pytest
 
 from services.chat.tests.integration.harness import client_for, deltas, fresh_groups, llm_env, migrate
 from tests.support.infra import Infra
-from tests.support.processes import free_port, start_module, stop
+from tests.support.processes import replicas
 from tests.support.tokens import TokenMinter
 
 pytestmark = pytest.mark.integration
 
 CONVERSATIONS = 16
 TURNS_EACH = 3
-
-
-@contextmanager
-def replicas(env: dict[str, str], count: int) -> Iterator[list[int]]:
-    ports = [free_port() for _ in range(count)]
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        for port in ports:
-            procs.append(
-                start_module(
-                    "orrery_chat",
-                    {**env, "ORRERY_CHAT_PORT": str(port)},
-                    f"http://127.0.0.1:{port}/readyz",
-                    f"chat-replica-{port}.log",
-                )
-            )
-        yield ports
-    finally:
-        for proc in procs:
-            stop(proc)
 
 
 async def turns_answered(port: int) -> float:
@@ -65,7 +42,7 @@ async def test_two_replicas_share_the_turns_and_answer_each_once_in_order(
         "ORRERY_CHAT_CONSUMER_GROUP_PREFIX": await fresh_groups(infra),
     }
     async with client_for(infra) as client:
-        with replicas(env, 2) as ports:
+        with replicas("orrery_chat", env, "ORRERY_CHAT_PORT", 2) as ports:
             await asyncio.sleep(2)  # both members have their partitions
             persona = await client.introduce()
             conversations = [uuid4() for _ in range(CONVERSATIONS)]
