@@ -138,7 +138,7 @@ class StorableText:
                 await response(scope, receive, send)
                 return
             if message["type"] != "http.request":
-                await self.app(scope, _replay([], message, receive), send)
+                await self.app(scope, _replay(message, receive), send)
                 return
             chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
@@ -148,7 +148,7 @@ class StorableText:
         if problem is not None:
             await self._refuse(scope, receive, send, problem)
             return
-        await self.app(scope, _replay([body], None, receive), send)
+        await self.app(scope, _replay({"type": "http.request", "body": body, "more_body": False}, receive), send)
 
     @staticmethod
     async def _refuse(scope: Scope, receive: Receive, send: Send, message: str) -> None:
@@ -168,16 +168,11 @@ def _body_problem(body: bytes) -> str | None:
     return None if found is None else f"{found[0]} {found[1]}"
 
 
-def _replay(bodies: list[bytes], pending: Message | None, receive: Receive) -> Receive:
-    """A receive that hands out what was read already, then goes on with the original."""
+def _replay(first: Message, receive: Receive) -> Receive:
+    """A receive that hands out `first` (what was read already), then goes on with the original."""
+    pending: list[Message] = [first]
 
     async def replayed() -> Message:
-        nonlocal pending
-        if bodies:
-            return {"type": "http.request", "body": bodies.pop(), "more_body": False}
-        if pending is not None:
-            message, pending = pending, None
-            return message
-        return await receive()
+        return pending.pop() if pending else await receive()
 
     return replayed

@@ -83,7 +83,7 @@ class ChatDeps:
     stream_finished_ttl: int = 300
     personas: PersonaCache = field(default_factory=PersonaCache)
     recent: RecentConversations = field(default_factory=RecentConversations)
-    written_seqs: Lru[UUID, int] = field(default_factory=lambda: Lru(10_000))  # turn -> last seq it wrote
+    written_seqs: Lru[UUID, int] = field(default_factory=lambda: Lru(10_000))  # interrupted turn -> last seq written
     background: set[asyncio.Task[None]] = field(default_factory=set)
     memory_locks: weakref.WeakValueDictionary[UUID, asyncio.Lock] = field(default_factory=weakref.WeakValueDictionary)
 
@@ -139,10 +139,13 @@ async def handle_turn(event: ChatTurnRequested, deps: ChatDeps) -> None:
         cancelled_early.add_done_callback(_retrieve_outcome)  # paths that never await it must not log its error
     try:
         await _answer(event, deps, stream, cancelled_early, guess)
-    finally:
-        # A turn retried by this process after Redis lost its stream (a restart) numbers on from here.
+    except BaseException:
+        # The consumer retries the turn in this process (Redis restarting, say, which loses the stream): the retry
+        # numbers on from what was written, so readers resuming after a seq they saw miss nothing.
         if stream.seq:
             deps.written_seqs.put(event.turn_id, stream.seq)
+        raise
+    finally:
         if cancelled_early is not None:
             cancelled_early.cancel()  # a no-op once it is done
         if guess is not None and not guess.taken:

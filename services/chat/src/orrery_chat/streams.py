@@ -158,6 +158,8 @@ class TokenStream:
         """Queue a delta for writing: the first one now, later ones with whatever else was read meanwhile."""
         if self.stopped:
             return
+        if self._writer is not None and self._writer.done():
+            self._writer.result()  # a failed write (Redis gone) ends the reply here, never skipped over
         self._pending.append(text)
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_pending())

@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
+from typing import Any
 from uuid import uuid4
 
 import httpx
 import psycopg
 import pytest
+import redis.exceptions
 from fastapi import FastAPI
+from redis.asyncio import Redis
 
 from orrery_chat.handlers import ChatDeps, handle_turn
+from orrery_chat.lru import Lru
 from orrery_chat.streams import TokenStream
-from orrery_shared.events import ChatTurnCompleted
+from orrery_shared.events import ChatTurnCompleted, ChatTurnRequested
 from services.chat.tests.integration.harness import Client, deltas
 from tests.support.infra import Infra
 from tests.support.kafka_spy import spying
@@ -148,3 +153,57 @@ async def test_a_stream_redis_lost_goes_on_numbering_where_this_process_left_it(
     await again.push("x")
     await again.flush()
     assert [(e["seq"], e["type"]) for e in await client.entries(turn_id)] == [("4", "restart"), ("5", "delta")]
+
+
+class RedisGoingAway:
+    """The service's Redis client, but its `fail_at`-th scripted write fails as if Redis restarted."""
+
+    def __init__(self, redis: Redis, fail_at: int) -> None:
+        self._redis = redis
+        self._fail_at = fail_at
+        self._evals = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._redis, name)
+
+    async def eval(self, *args: Any) -> Any:
+        self._evals += 1
+        if self._evals == self._fail_at:
+            raise redis.exceptions.ConnectionError("Redis went away")
+        return await self._redis.eval(*args)
+
+
+async def test_a_turn_retried_after_redis_lost_its_stream_numbers_on_where_its_readers_left_off(
+    chat: App, client: Client, llm_stub: StubControl
+) -> None:
+    app, _ = chat
+    deps: ChatDeps = app.state.chat
+    persona = await client.introduce()
+    deadline = time.monotonic() + 10
+    while deps.personas.get(persona.character_id) is None:
+        assert time.monotonic() < deadline, "character.created was not projected"
+        await asyncio.sleep(0.05)
+    reply = " ".join(f"tide{i}" for i in range(30))
+    llm_stub.script(model="orrery-chat", content=reply, tokens_per_second=100, times=2)
+    turn = ChatTurnRequested(
+        turn_id=uuid4(),
+        conversation_id=uuid4(),
+        user_id=client.user_id,
+        character_id=persona.character_id,
+        content="Tell me of the tides.",
+    )
+    flaky = replace(deps, redis=RedisGoingAway(deps.redis, fail_at=6), written_seqs=Lru(10))
+
+    # A write fails mid-reply: the turn ends there (no delta is skipped over) and the consumer will retry it.
+    with pytest.raises(redis.exceptions.ConnectionError):
+        await handle_turn(turn, flaky)
+    written = await client.entries(turn.turn_id)
+    assert written and all(e["type"] == "delta" for e in written)
+    # The restarted Redis has lost the stream and the fence; the retry in this process numbers on.
+    await client.redis.delete(f"turn:{turn.turn_id}", f"turn:{turn.turn_id}:attempt")
+    await handle_turn(turn, flaky)
+
+    entries = await client.entries(turn.turn_id)
+    assert entries[0]["type"] == "restart"
+    assert [int(e["seq"]) for e in entries] == list(range(len(written) + 1, len(written) + 1 + len(entries)))
+    assert deltas(entries) == reply and entries[-1]["type"] == "done"

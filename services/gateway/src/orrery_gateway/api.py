@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from orrery_gateway import turns
 from orrery_gateway.context import Gateway
+from orrery_gateway.edge import authorization_of
 from orrery_gateway.submit import (
     KnownConversation,
     Submitted,
@@ -40,11 +41,7 @@ GatewayDep = Annotated[Gateway, Depends(gateway)]
 
 
 def _authorization(request: Request) -> str | None:
-    # <img src> and download links cannot send headers: they may carry the token as ?access_token=.
-    header = request.headers.get("authorization")
-    if header is None and (token := request.query_params.get("access_token")):
-        return f"Bearer {token}"
-    return header
+    return authorization_of(request.scope)
 
 
 async def caller(request: Request, gw: GatewayDep) -> Principal:
@@ -274,9 +271,7 @@ async def forward(
     ]
     body = await request.body()  # at most the gateway's max_body_bytes (orrery_shared.http.BodyLimit)
     try:
-        response = await upstream.client.request(
-            request.method, path, params=params, headers=headers, content=bytes(body)
-        )
+        response = await upstream.client.request(request.method, path, params=params, headers=headers, content=body)
     except httpx.InvalidURL:
         raise ApiError(400, "bad_request", "the path cannot be passed on") from None
     except httpx.HTTPError:
@@ -337,5 +332,5 @@ async def service_api(request: Request, resource: str, gw: GatewayDep, principal
         raise ApiError(404, "not_found", f"no such resource /api/{resource}")
     if request.method == "POST" and rest.rstrip("/") == "import":
         # Imports are the largest bodies and the most work a request can ask for: limited per user.
-        await rate_limited(gw, "imports", principal.user_id)
+        await rate_limited(gw, gw.import_limit, principal.user_id)
     return await forward(request, upstream, f"/{resource}" + (f"/{rest}" if rest else ""))

@@ -9,6 +9,7 @@ from uuid import UUID, uuid4
 
 from orrery_gateway import turns
 from orrery_gateway.context import Gateway
+from orrery_gateway.limits import Limit
 from orrery_shared import telemetry
 from orrery_shared.auth import Principal
 from orrery_shared.events import CharacterRequested, ChatTurnRequested, TraitOverrides
@@ -33,14 +34,13 @@ def not_found(what: str) -> ApiError:
     return ApiError(404, "not_found", f"no such {what}")
 
 
-async def rate_limited(gw: Gateway, limit_name: str, user_id: UUID) -> None:
-    limit = {"messages": gw.message_limit, "spins": gw.spin_limit, "imports": gw.import_limit}[limit_name]
+async def rate_limited(gw: Gateway, limit: Limit, user_id: UUID) -> None:
     verdict = await gw.limiter.hit(limit, str(user_id))
     if not verdict.allowed:
         raise ApiError(
             429,
             "rate_limited",
-            f"too many {limit_name}; try again in {verdict.retry_after}s",
+            f"too many {limit.name}; try again in {verdict.retry_after}s",
             headers={"Retry-After": str(verdict.retry_after)},
         )
 
@@ -113,7 +113,7 @@ async def submit_turn(
         span.set_attribute("orrery.turn_id", str(turn_id))
         # One round trip's wait for both: a turn refused by the limit leaves only a claim that expires unused.
         await asyncio.gather(
-            rate_limited(gw, "messages", principal.user_id), turns.claim(gw.redis, turn_id, principal.user_id)
+            rate_limited(gw, gw.message_limit, principal.user_id), turns.claim(gw.redis, turn_id, principal.user_id)
         )
         event = ChatTurnRequested(
             correlation_id=str(turn_id),
@@ -132,7 +132,7 @@ async def submit_turn(
 async def submit_spin(gw: Gateway, principal: Principal, traits: TraitOverrides | None) -> UUID:
     """Publish `character.requested.v1`; `character.ready` or `character.failed` follows as a notification."""
     with telemetry.span("character.spin submit") as span:
-        await rate_limited(gw, "spins", principal.user_id)
+        await rate_limited(gw, gw.spin_limit, principal.user_id)
         request_id = uuid4()
         span.set_attribute("orrery.request_id", str(request_id))
         event = CharacterRequested(
