@@ -23,8 +23,10 @@ from orrery_shared.events import (
     ChatTurnCompleted,
     ChatTurnFailed,
     ChatTurnRequested,
+    ConversationDeleted,
     DossierUpdated,
     Event,
+    UserErased,
     UserMerged,
     UserRegistered,
     dlq_topic,
@@ -68,29 +70,43 @@ INTERFACES: dict[str, Interface] = {
         ),
     ),
     "auth": Interface(
-        "Sign-in publishes new users and guest-to-account merges through its transactional outbox.",
-        publishes=(UserRegistered, UserMerged),
+        "Sign-in publishes new users, guest-to-account merges and erased accounts through its transactional "
+        "outbox.",
+        publishes=(UserRegistered, UserMerged, UserErased),
     ),
     "character-gen": Interface(
         "The roulette answers spins with a character (or the reason there is none) and re-owns characters when "
-        "a guest becomes an account.",
+        "a guest becomes an account (and deletes them when it is erased).",
         publishes=(CharacterCreated, CharacterFailed),
-        consumes=(Consumes(CharacterRequested, "character-gen"), Consumes(UserMerged, "character-gen")),
+        consumes=(
+            Consumes(CharacterRequested, "character-gen"),
+            Consumes(UserMerged, "character-gen"),
+            Consumes(UserErased, "character-gen"),
+        ),
     ),
     "chat": Interface(
         "The chat service answers turns (the reply's tokens travel over Redis, the outcome over Kafka), keeps "
-        "its own copy of characters, and re-owns conversations after merges.",
-        publishes=(ChatTurnCompleted, ChatTurnFailed),
+        "its own copy of characters, re-owns conversations after merges, tells what a deleted conversation "
+        "fed, and erases accounts.",
+        publishes=(ChatTurnCompleted, ChatTurnFailed, ConversationDeleted),
         consumes=(
             Consumes(ChatTurnRequested, "chat.turns"),
             Consumes(CharacterCreated, "chat.characters"),
             Consumes(UserMerged, "chat.merges"),
+            Consumes(ConversationDeleted, "chat.deletions"),
+            Consumes(UserErased, "chat.erasures"),
         ),
     ),
     "dossier": Interface(
-        "The dossier service extracts story dossiers from completed turns and publishes each new version.",
+        "The dossier service extracts story dossiers from completed turns and publishes each new version; it "
+        "forgets deleted conversations and erased accounts.",
         publishes=(DossierUpdated,),
-        consumes=(Consumes(ChatTurnCompleted, "dossier.turns"), Consumes(UserMerged, "dossier.merges")),
+        consumes=(
+            Consumes(ChatTurnCompleted, "dossier.turns"),
+            Consumes(UserMerged, "dossier.merges"),
+            Consumes(ConversationDeleted, "dossier.deletions"),
+            Consumes(UserErased, "dossier.erasures"),
+        ),
     ),
 }
 

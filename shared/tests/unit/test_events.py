@@ -24,12 +24,14 @@ ROOT = Path(__file__).resolve().parents[3]
 ARCHITECTURE_TOPICS = {
     "auth.user-registered.v1": "user_id",
     "auth.user-merged.v1": "to_user_id",
+    "auth.user-erased.v1": "user_id",
     "character.requested.v1": "user_id",
     "character.created.v1": "character_id",
     "character.failed.v1": "user_id",
     "chat.turn-requested.v1": "conversation_id",
     "chat.turn-completed.v1": "conversation_id",
     "chat.turn-failed.v1": "conversation_id",
+    "chat.conversation-deleted.v1": "conversation_id",
     "dossier.updated.v1": "project_id",
 }
 

@@ -184,6 +184,13 @@ def auth_router(
         """The signed-in user."""
         return UserView.of(await _call(handlers.me(who.user_id)))
 
+    @router.delete("/me", status_code=204, response_class=Response, responses=errors)
+    async def erase_me(who: Annotated[Principal, Depends(principal)]) -> Response:
+        """Erase the signed-in user everywhere: the account and its sessions at once, its tokens refused from
+        now on, and every service's rows of it through `auth.user-erased.v1`."""
+        await _call(handlers.erase(who.user_id))
+        return Response(status_code=204)
+
     @router.get("/.well-known/jwks.json")
     async def jwks_document(response: Response) -> dict[str, Any]:
         """The public keys access tokens are signed with (current and previous)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
@@ -35,7 +35,7 @@ from orrery_auth.mail import Mailer, magic_link_message
 from orrery_auth.ratelimit import RateLimiter
 from orrery_shared.auth import Principal
 from orrery_shared.db import Database, Transaction
-from orrery_shared.events import UserMerged, UserRegistered
+from orrery_shared.events import UserErased, UserMerged, UserRegistered
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,11 @@ class Policy:
     guests_per_ip: int = 10
 
 
+# Refuses the access tokens of these users from now on (they are verified elsewhere, without asking auth);
+# raises Unavailable when that cannot be recorded.
+RevokeTokens = Callable[[Sequence[UUID]], Awaitable[None]]
+
+
 class AuthHandlers:
     def __init__(
         self,
@@ -68,6 +73,7 @@ class AuthHandlers:
         mailer: Mailer,
         limiter: RateLimiter,
         policy: Policy,
+        revoke_tokens: RevokeTokens,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.db = db
@@ -75,6 +81,7 @@ class AuthHandlers:
         self.mailer = mailer
         self.limiter = limiter
         self.policy = policy
+        self.revoke_tokens = revoke_tokens
         self.clock = clock
 
     # --- magic links ----------------------------------------------------------------------------------
@@ -233,6 +240,23 @@ class AuthHandlers:
                 await repo.revoke_family(tx.session, state.family_id, now, "logout")
         if state is not None:
             log.info("signed out", extra={"user_id": str(state.user_id)})
+
+    async def erase(self, user_id: UUID) -> list[UUID]:
+        """Erase a user (and the guests folded into them): their account and sessions here, their tokens refused
+        from now on, and an event by which every service erases what it holds of them. Returns the erased ids;
+        UserGone if there is no such user."""
+        async with self.db.transaction() as tx:
+            user = await repo.get_user(tx.session, user_id, lock=True)
+            if user is None or user.merged_into is not None:
+                raise UserGone()
+            merged = await repo.merged_into(tx.session, user.id)
+            erased = [user.id, *merged]
+            # Before the commit: if the tokens cannot be refused, nothing is erased and the user can try again.
+            await self.revoke_tokens(erased)
+            await repo.erase_users(tx.session, erased, user.email)
+            await tx.publish(UserErased(user_id=user.id, merged_user_ids=merged))
+        log.info("user erased", extra={"user_id": str(user.id), "guests": len(merged)})
+        return erased
 
     async def me(self, user_id: UUID) -> User:
         """The current user; UserGone if it was merged into an account or does not exist."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -112,6 +113,23 @@ async def mark_signed_in(session: AsyncSession, user_id: UUID, at: datetime) -> 
 
 async def mark_merged(session: AsyncSession, guest_id: UUID, into: UUID) -> None:
     await session.execute(sa.update(users).where(users.c.id == guest_id).values(merged_into=into))
+
+
+async def merged_into(session: AsyncSession, account_id: UUID) -> list[UUID]:
+    """The guests folded into this account."""
+    rows = await session.execute(sa.select(users.c.id).where(users.c.merged_into == account_id).order_by(users.c.id))
+    return [r.id for r in rows]
+
+
+async def erase_users(session: AsyncSession, user_ids: Sequence[UUID], email: str | None) -> None:
+    """Delete these users with their sessions and the sign-in links they asked for."""
+    ids = list(user_ids)
+    families = sa.select(refresh_families.c.id).where(refresh_families.c.user_id.in_(ids))
+    await session.execute(refresh_tokens.delete().where(refresh_tokens.c.family_id.in_(families)))
+    await session.execute(refresh_families.delete().where(refresh_families.c.user_id.in_(ids)))
+    asked = magic_links.c.guest_id.in_(ids)
+    await session.execute(magic_links.delete().where(sa.or_(asked, magic_links.c.email == email) if email else asked))
+    await session.execute(users.delete().where(users.c.id.in_(ids)))
 
 
 # --- magic links ----------------------------------------------------------------------------------------

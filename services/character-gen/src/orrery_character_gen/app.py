@@ -11,12 +11,19 @@ from fastapi import FastAPI
 
 from orrery_character_gen.adapters import LLMPersonaWriter, PortraitChain
 from orrery_character_gen.api import router
-from orrery_character_gen.handlers import CardImporter, CharacterQueries, MergeHandler, SpinHandler, load_presets
+from orrery_character_gen.handlers import (
+    CardImporter,
+    CharacterQueries,
+    EraseHandler,
+    MergeHandler,
+    SpinHandler,
+    load_presets,
+)
 from orrery_character_gen.procedural import ProceduralPortraits
 from orrery_character_gen.repository import PostgresCharacterStore
 from orrery_character_gen.settings import PROCEDURAL, CharacterGenSettings, load
 from orrery_shared.auth import JwtVerifier, install_verifier
-from orrery_shared.events import CharacterRequested, UserMerged
+from orrery_shared.events import CharacterRequested, UserErased, UserMerged
 from orrery_shared.kafka import subscribe
 from orrery_shared.llm import (
     ImageGenerator,
@@ -80,6 +87,7 @@ def create_app(
     group = settings.consumer_group
     subscribe(runtime.broker, CharacterRequested, group, spin, concurrency=settings.concurrency)
     subscribe(runtime.broker, UserMerged, group, MergeHandler(store, f"{group}:user-merged"))
+    subscribe(runtime.broker, UserErased, group, EraseHandler(store, f"{group}:user-erased"))
 
     app = build_app(runtime, "Orrery character-gen", [router])
     app.state.settings = settings

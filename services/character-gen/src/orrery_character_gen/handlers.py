@@ -35,7 +35,14 @@ from orrery_character_gen.domain import (
     request_rng,
 )
 from orrery_character_gen.imaging import ImageRejectedError, to_png
-from orrery_shared.events import CharacterCreated, CharacterFailed, CharacterRequested, Event, UserMerged
+from orrery_shared.events import (
+    CharacterCreated,
+    CharacterFailed,
+    CharacterRequested,
+    Event,
+    UserErased,
+    UserMerged,
+)
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +120,10 @@ class CharacterStore(Protocol):
 
     async def reown(self, event: UserMerged, consumer: str) -> int | None:
         """Move the guest's characters to the account; None when this event was already applied."""
+        ...
+
+    async def erase(self, event: UserErased, consumer: str) -> int | None:
+        """Delete everything of the erased users; None when this event was already applied."""
         ...
 
     async def get(self, character_id: UUID) -> Character | None:
@@ -290,6 +301,20 @@ class MergeHandler:
                 "characters re-owned",
                 extra={"from": str(event.from_user_id), "to": str(event.to_user_id), "count": moved},
             )
+
+
+class EraseHandler:
+    """auth.user-erased.v1 → the user's characters, portraits and spins are deleted (once per event)."""
+
+    def __init__(self, store: CharacterStore, consumer: str) -> None:
+        self.store = store
+        self.consumer = consumer
+
+    async def __call__(self, event: UserErased) -> None:
+        """Erase the user's characters."""
+        erased = await self.store.erase(event, self.consumer)
+        if erased is not None:
+            log.info("user's characters erased", extra={"count": erased})
 
 
 # --- presets ------------------------------------------------------------------------------------------------

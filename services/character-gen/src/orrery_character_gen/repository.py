@@ -13,7 +13,7 @@ from sqlalchemy.dialects.postgresql import JSONB, insert
 from orrery_character_gen.domain import Character, Portrait, Source, Traits
 from orrery_character_gen.handlers import EventFactory, PresetChange, RecentCharacter, StoredPortrait
 from orrery_shared.db import Database, Transaction
-from orrery_shared.events import CharacterFailed, UserMerged
+from orrery_shared.events import CharacterFailed, UserErased, UserMerged
 
 metadata = sa.MetaData()
 
@@ -289,6 +289,25 @@ class PostgresCharacterStore:
                 spin_requests.update()
                 .where(spin_requests.c.user_id == event.from_user_id)
                 .values(user_id=event.to_user_id)
+            )
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    async def erase(self, event: UserErased, consumer: str) -> int | None:
+        """Delete the users' characters, portraits, spins and merge records, once per event (inbox-deduplicated)."""
+        users = [event.user_id, *event.merged_user_ids]
+        async with self.db.transaction() as tx:
+            if not await tx.claim(event.event_id, consumer):
+                return None
+            for user in sorted(users):
+                await _lock_user(tx, user)
+            owned = sa.select(characters.c.id).where(characters.c.owner_user_id.in_(users))
+            await tx.session.execute(portraits.delete().where(portraits.c.character_id.in_(owned)))
+            result = await tx.session.execute(characters.delete().where(characters.c.owner_user_id.in_(users)))
+            await tx.session.execute(spin_requests.delete().where(spin_requests.c.user_id.in_(users)))
+            await tx.session.execute(
+                user_merges.delete().where(
+                    sa.or_(user_merges.c.from_user_id.in_(users), user_merges.c.to_user_id.in_(users))
+                )
             )
             return int(result.rowcount or 0)  # type: ignore[attr-defined]
 

@@ -29,7 +29,7 @@ from fastapi import FastAPI
 from orrery_character_gen.app import create_app
 from orrery_character_gen.settings import CharacterGenSettings
 from orrery_shared.auth import JwtVerifier, StaticKeys
-from orrery_shared.events import CharacterCreated, CharacterFailed, CharacterRequested, Event, UserMerged
+from orrery_shared.events import CharacterCreated, CharacterFailed, CharacterRequested, Event, UserErased, UserMerged
 from orrery_shared.kafka import encode, ensure_topics, event_headers
 from orrery_shared.settings import KafkaSettings
 from tests.support.infra import Infra
@@ -205,6 +205,11 @@ class Service:
         await publish(self.producer, event)
         return event
 
+    async def erase(self, user: uuid.UUID, merged: list[uuid.UUID] | None = None) -> UserErased:
+        event = UserErased(user_id=user, merged_user_ids=merged or [])
+        await publish(self.producer, event)
+        return event
+
     def as_user(self, user_id: uuid.UUID) -> dict[str, str]:
         return self.tokens.headers(user_id)
 
@@ -225,7 +230,9 @@ async def service(
     producer: AIOKafkaProducer,
 ) -> AsyncIterator[Service]:
     group = "test-character-gen-" + uuid.uuid4().hex[:8]
-    await seed_groups_at_end(infra.kafka_bootstrap, {group: [CharacterRequested.TOPIC, UserMerged.TOPIC]})
+    await seed_groups_at_end(
+        infra.kafka_bootstrap, {group: [CharacterRequested.TOPIC, UserMerged.TOPIC, UserErased.TOPIC]}
+    )
     settings = CharacterGenSettings(
         database_url=characters_schema.url,
         db_schema=characters_schema.name,

@@ -18,7 +18,7 @@ from orrery_shared.db import Database, make_engine
 from orrery_shared.events import CharacterCreated
 from tests.support.llm_stub import StubControl
 
-from .conftest import Service
+from .conftest import Service, sql
 
 pytestmark = pytest.mark.integration
 
@@ -122,6 +122,32 @@ async def test_a_guests_characters_belong_to_the_account_after_the_merge(service
     await service.spin_created(account)
     listing = (await service.http.get("/characters", headers=service.as_user(account))).json()
     assert listing["total"] == 3
+
+
+async def test_erasing_a_user_deletes_their_characters_portraits_and_spins_only(
+    service: Service, stub: StubControl
+) -> None:
+    user, guest, bystander = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    theirs = (await service.spin_created(user)).character_id
+    guests = (await service.spin_created(guest)).character_id
+    kept = (await service.spin_created(bystander)).character_id
+    await service.erase(user, [guest])
+    await service.erase(user, [guest])  # told twice: harmless
+
+    deadline = time.monotonic() + 30
+    while (await service.http.get(f"/characters/{guests}", headers=service.as_user(guest))).status_code != 404:
+        assert time.monotonic() < deadline, "the erasure was not applied"
+        await asyncio.sleep(0.1)
+    assert (await service.http.get(f"/characters/{theirs}", headers=service.as_user(user))).status_code == 404
+    users = [user, guest]
+    for table, column in (("characters", "owner_user_id"), ("spin_requests", "user_id")):
+        rows = await asyncio.to_thread(
+            sql, service.schema, f"SELECT count(*) FROM {table} WHERE {column} = ANY(%s)", users
+        )
+        assert rows[0][0] == 0, table
+    portraits = "SELECT count(*) FROM portraits WHERE character_id = ANY(%s)"
+    assert (await asyncio.to_thread(sql, service.schema, portraits, [theirs, guests]))[0][0] == 0
+    assert (await service.http.get(f"/characters/{kept}", headers=service.as_user(bystander))).status_code == 200
 
 
 async def test_health_readiness_and_metrics_answer(service: Service) -> None:

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
 
 from orrery_chat import repository as repo
-from orrery_chat.domain import ConversationNotFound
-from orrery_chat.handlers import ChatDeps, end_conversation
+from orrery_chat.chatfile import ChatFileError, parse_chat_file, write_chat_file
+from orrery_chat.domain import ConversationNotFound, title_from
+from orrery_chat.handlers import ChatDeps, delete_conversation, end_conversation
 from orrery_shared.auth import CurrentPrincipal
 from orrery_shared.http import ApiError
 from orrery_shared.llm import LLMError
 
 router = APIRouter(prefix="/conversations", tags=["conversations"])
+JSONL = "application/jsonl"
 
 
 class CharacterSummary(BaseModel):
@@ -140,11 +142,78 @@ async def list_messages(
     )
 
 
-@router.delete("/{conversation_id}", status_code=204)
-async def delete_conversation(request: Request, conversation_id: UUID, principal: CurrentPrincipal) -> Response:
+@router.get(
+    "/{conversation_id}/export",
+    response_class=Response,
+    responses={200: {"content": {JSONL: {}}, "description": "the conversation as a SillyTavern chat file"}},
+)
+async def export(request: Request, conversation_id: UUID, principal: CurrentPrincipal) -> Response:
+    """The conversation as a SillyTavern JSONL chat file (a header line, then one line per message)."""
     async with _deps(request).db.transaction() as tx:
-        if not await repo.delete_conversation(tx.session, conversation_id, principal.user_id):
+        row = await repo.conversation_of(tx.session, conversation_id, principal.user_id)
+        if row is None:
             raise _not_found()
+        persona = await repo.persona(tx.session, row.character_id)
+        stored = await repo.all_messages(tx.session, conversation_id)
+    character_name = persona.name if persona is not None else "Character"
+    metadata = {
+        "orrery": {
+            "conversation_id": str(row.conversation_id),
+            "character_id": str(row.character_id),
+            "project_id": str(row.project_id),
+            "title": row.title,
+            "summary": row.end_summary,
+        }
+    }
+    text = write_chat_file(principal.name or "You", character_name, row.created_at, stored, metadata)
+    filename = f"{_file_safe(character_name)}-{conversation_id}.jsonl"
+    headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
+    return Response(text.encode(), media_type=JSONL, headers=headers)
+
+
+@router.post("/import", response_model=ConversationPublic, status_code=201)
+async def import_chat(request: Request, principal: CurrentPrincipal, character_id: UUID) -> ConversationPublic:
+    """A SillyTavern JSONL chat file in the raw body becomes a conversation of the caller with `character_id`."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type.startswith("multipart/"):
+        raise ApiError(415, "unsupported_media_type", "send the chat file as the raw body (application/jsonl)")
+    try:
+        chat = parse_chat_file(await request.body())
+    except ChatFileError as error:
+        raise ApiError(422, "invalid", str(error)) from None
+    now = datetime.now(UTC)
+    entries = [(m.role, m.content, m.sent_at or now) for m in chat.messages]
+    first_user = next((m.content for m in chat.messages if m.role == "user"), chat.messages[0].content)
+    conversation_id = uuid4()
+    async with _deps(request).db.transaction() as tx:
+        persona = await repo.persona(tx.session, character_id)
+        if persona is None or not persona.visible_to(principal.user_id):
+            raise ApiError(404, "not_found", "no such character")
+        await repo.insert_imported(
+            tx.session,
+            conversation_id=conversation_id,
+            user_id=principal.user_id,
+            character_id=character_id,
+            title=title_from(first_user),
+            entries=entries,
+        )
+        row = await repo.conversation_of(tx.session, conversation_id, principal.user_id)
+    public = _public(row)
+    public.character.name, public.character.portrait_url = persona.name, persona.portrait_url
+    return public
+
+
+def _file_safe(name: str) -> str:
+    kept = "".join(c if c.isalnum() or c in "-_" else "-" for c in name).strip("-")
+    return kept[:60] or "chat"
+
+
+@router.delete("/{conversation_id}", status_code=204)
+async def delete(request: Request, conversation_id: UUID, principal: CurrentPrincipal) -> Response:
+    """Delete the conversation and what came from it: messages, token streams, waiting dossier turns, and the
+    project's dossier when no other conversation feeds it."""
+    if not await delete_conversation(conversation_id, principal.user_id, _deps(request)):
+        raise _not_found()
     return Response(status_code=204)
 
 

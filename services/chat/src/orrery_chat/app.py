@@ -6,11 +6,18 @@ from fastapi import FastAPI
 
 from orrery_chat.api import router
 from orrery_chat.domain import MemoryPolicy
-from orrery_chat.handlers import ChatDeps, handle_turn, project_character, reown_after_merge
+from orrery_chat.handlers import (
+    ChatDeps,
+    erase_user,
+    forget_conversation,
+    handle_turn,
+    project_character,
+    reown_after_merge,
+)
 from orrery_chat.settings import ChatSettings, load
 from orrery_shared.auth import JwtVerifier, install_verifier
 from orrery_shared.db import Transaction, idempotent
-from orrery_shared.events import CharacterCreated, ChatTurnRequested, UserMerged
+from orrery_shared.events import CharacterCreated, ChatTurnRequested, ConversationDeleted, UserErased, UserMerged
 from orrery_shared.kafka import subscribe
 from orrery_shared.llm import LLMClient
 from orrery_shared.llm.tokens import estimate_tokens
@@ -60,6 +67,19 @@ def create_app(settings: ChatSettings | None = None) -> FastAPI:
 
     merges = idempotent(runtime.database, f"{group}.merges", on_merge)
     subscribe(runtime.broker, UserMerged, f"{group}.merges", merges)
+
+    async def on_deleted(event: ConversationDeleted) -> None:
+        await forget_conversation(event, deps)
+
+    subscribe(runtime.broker, ConversationDeleted, f"{group}.deletions", on_deleted)
+
+    async def on_erased(event: UserErased, tx: Transaction) -> None:
+        await erase_user(event, tx, deps)
+        deps.personas.clear()  # some characters are gone
+        deps.recent.clear()  # and so are conversations
+
+    erasures = idempotent(runtime.database, f"{group}.erasures", on_erased)
+    subscribe(runtime.broker, UserErased, f"{group}.erasures", erasures)
 
     async def open_llm() -> None:
         llm.open_routed_providers()

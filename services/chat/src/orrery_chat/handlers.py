@@ -19,7 +19,7 @@ import time
 import weakref
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from uuid import UUID, uuid4
 
@@ -46,7 +46,7 @@ from orrery_chat.lru import Lru
 from orrery_chat.metrics import FIRST_DELTA_SECONDS, PROMPT_GUESSES
 from orrery_chat.personas import PersonaCache
 from orrery_chat.recent import RecentConversations
-from orrery_chat.streams import TokenStream
+from orrery_chat.streams import TokenStream, attempt_key, cancel_key, stream_key
 from orrery_shared.db import Database, Transaction
 from orrery_shared.db.direct import DirectTransaction
 from orrery_shared.events import (
@@ -54,8 +54,10 @@ from orrery_shared.events import (
     ChatTurnCompleted,
     ChatTurnFailed,
     ChatTurnRequested,
+    ConversationDeleted,
     MessageRecord,
     TokenUsage,
+    UserErased,
     UserMerged,
 )
 from orrery_shared.llm import ChatResult, ChatStream, LLMError, StreamInterruptedError
@@ -585,3 +587,45 @@ async def reown_after_merge(event: UserMerged, tx: Transaction) -> None:
     """A guest became an account: its conversations (and private characters) now belong to the account."""
     moved = await repo.reown(tx.session, event.from_user_id, event.to_user_id)
     log.info("conversations re-owned", extra={"count": moved})
+
+
+# --- forgetting ---------------------------------------------------------------------------------------
+
+
+def _streams_since(deps: ChatDeps) -> datetime:
+    """Turns created before this can have no token stream left: an open stream lives `stream_active_ttl` past its
+    last write, a finished one `stream_finished_ttl`."""
+    return datetime.now(UTC) - timedelta(seconds=deps.stream_active_ttl + deps.stream_finished_ttl)
+
+
+async def delete_conversation(conversation_id: UUID, user_id: UUID, deps: ChatDeps) -> bool:
+    """Delete a user's conversation; the event it publishes makes the rest of the platform forget it (its token
+    streams here, its waiting turns and, when nothing else feeds it, its dossier). False if there is none."""
+    async with deps.db.transaction() as tx:
+        deleted = await repo.delete_conversation(tx.session, conversation_id, user_id, _streams_since(deps))
+        if deleted is None:
+            return False
+        await tx.publish(deleted)
+    deps.recent.forget(conversation_id)
+    return True
+
+
+async def drop_streams(turn_ids: list[UUID], redis: Redis) -> None:
+    """Delete the token streams (and their cancel flags and fences) of these turns; deleting twice is harmless."""
+    keys = [key for turn_id in turn_ids for key in (stream_key(turn_id), cancel_key(turn_id), attempt_key(turn_id))]
+    for start in range(0, len(keys), 500):
+        await redis.delete(*keys[start : start + 500])
+
+
+async def forget_conversation(event: ConversationDeleted, deps: ChatDeps) -> None:
+    """A conversation was deleted: its replies no longer stream to anyone."""
+    await drop_streams(event.turn_ids, deps.redis)
+
+
+async def erase_user(event: UserErased, tx: Transaction, deps: ChatDeps) -> None:
+    """A user erased their account: their conversations, messages, turns, private characters and token streams
+    go (the guests merged into them with them)."""
+    users = [event.user_id, *event.merged_user_ids]
+    recent = await repo.erase_user(tx.session, users, _streams_since(deps))
+    await drop_streams(recent, deps.redis)
+    log.info("user erased", extra={"turn_streams": len(recent)})

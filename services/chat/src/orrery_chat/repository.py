@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from orrery_chat.domain import Persona, StoredMessage
 from orrery_chat.tables import characters, conversations, messages, turns
-from orrery_shared.events import CharacterCreated
+from orrery_shared.events import CharacterCreated, ConversationDeleted
 
 
 async def upsert_character(session: AsyncSession, event: CharacterCreated) -> None:
@@ -70,6 +70,51 @@ async def conversation_of(session: AsyncSession, conversation_id: UUID, user_id:
     return (await session.execute(query)).first()
 
 
+async def all_messages(session: AsyncSession, conversation_id: UUID) -> list[StoredMessage]:
+    query = sa.select(messages).where(messages.c.conversation_id == conversation_id).order_by(messages.c.seq)
+    return [stored_from_row(row) for row in await session.execute(query)]
+
+
+async def insert_imported(
+    session: AsyncSession,
+    *,
+    conversation_id: UUID,
+    user_id: UUID,
+    character_id: UUID,
+    title: str,
+    entries: Sequence[tuple[str, str, datetime]],
+) -> None:
+    """A conversation with its messages as a chat file held them (role, content, sent at), in order."""
+    last_at = max(sent_at for _, _, sent_at in entries)
+    await session.execute(
+        conversations.insert().values(
+            conversation_id=conversation_id,
+            user_id=user_id,
+            character_id=character_id,
+            project_id=uuid4(),
+            title=title,
+            message_count=len(entries),
+            last_seq=len(entries),
+            created_at=min(sent_at for _, _, sent_at in entries),
+            last_message_at=last_at,
+        )
+    )
+    rows = [
+        {
+            "message_id": uuid4(),
+            "conversation_id": conversation_id,
+            "seq": seq,
+            "role": role,
+            "content": content,
+            "status": "complete",
+            "created_at": sent_at,
+        }
+        for seq, (role, content, sent_at) in enumerate(entries, start=1)
+    ]
+    for start in range(0, len(rows), 1_000):
+        await session.execute(messages.insert(), rows[start : start + 1_000])
+
+
 def stored_from_row(row: Any) -> StoredMessage:
     return StoredMessage(row.message_id, row.seq, row.role, row.content, row.status, row.created_at)
 
@@ -87,14 +132,51 @@ async def end_conversation(session: AsyncSession, conversation_id: UUID, summary
     return None if row is None else row.ended_at
 
 
-async def delete_conversation(session: AsyncSession, conversation_id: UUID, user_id: UUID) -> bool:
-    result = await session.execute(
-        conversations.delete().where(
-            conversations.c.conversation_id == conversation_id, conversations.c.user_id == user_id
+async def delete_conversation(
+    session: AsyncSession, conversation_id: UUID, user_id: UUID, streams_since: datetime
+) -> ConversationDeleted | None:
+    """Delete a user's conversation with its messages and turns; the event tells the other services what to
+    forget (None if the user has no such conversation)."""
+    row = (
+        await session.execute(
+            conversations.delete()
+            .where(conversations.c.conversation_id == conversation_id, conversations.c.user_id == user_id)
+            .returning(conversations.c.project_id)
         )
+    ).first()
+    if row is None:
+        return None
+    deleted_turns = await session.execute(
+        turns.delete().where(turns.c.conversation_id == conversation_id).returning(turns.c.turn_id, turns.c.created_at)
     )
-    await session.execute(turns.delete().where(turns.c.conversation_id == conversation_id))
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    recent = [t.turn_id for t in deleted_turns if t.created_at >= streams_since]
+    still_fed = await session.scalar(sa.select(sa.exists().where(conversations.c.project_id == row.project_id)))
+    return ConversationDeleted(
+        conversation_id=conversation_id,
+        user_id=user_id,
+        project_id=row.project_id,
+        project_orphaned=not still_fed,
+        turn_ids=recent,
+    )
+
+
+async def erase_user(session: AsyncSession, user_ids: Sequence[UUID], streams_since: datetime) -> list[UUID]:
+    """Delete every conversation (messages and turns with it) and private character of these users; returns
+    the turns recent enough to still have a token stream."""
+    gone = (
+        sa.delete(conversations)
+        .where(conversations.c.user_id.in_(user_ids))
+        .returning(conversations.c.conversation_id)
+        .cte("gone")
+    )
+    deleted_turns = await session.execute(
+        sa.delete(turns)
+        .where(turns.c.conversation_id.in_(sa.select(gone.c.conversation_id)))
+        .returning(turns.c.turn_id, turns.c.created_at)
+    )
+    recent = [t.turn_id for t in deleted_turns if t.created_at >= streams_since]
+    await session.execute(characters.delete().where(characters.c.owner_user_id.in_(user_ids)))
+    return recent
 
 
 async def list_conversations(session: AsyncSession, user_id: UUID, limit: int, offset: int) -> Sequence[Any]:

@@ -20,7 +20,7 @@ from orrery_chat.app import create_app
 from orrery_chat.migrations import VERSIONS
 from orrery_chat.settings import ChatSettings
 from orrery_shared.db.migrations import upgrade
-from orrery_shared.events import CharacterCreated, ChatTurnRequested, UserMerged
+from orrery_shared.events import CharacterCreated, ChatTurnRequested, ConversationDeleted, UserErased, UserMerged
 from orrery_shared.kafka import make_broker, publish_event
 from orrery_shared.settings import KafkaSettings
 from tests.support.infra import Infra
@@ -50,6 +50,8 @@ async def fresh_groups(infra: Infra) -> str:
             f"{prefix}.turns": [ChatTurnRequested.TOPIC],
             f"{prefix}.characters": [CharacterCreated.TOPIC],
             f"{prefix}.merges": [UserMerged.TOPIC],
+            f"{prefix}.deletions": [ConversationDeleted.TOPIC],
+            f"{prefix}.erasures": [UserErased.TOPIC],
         },
     )
     return prefix

@@ -13,12 +13,20 @@ from fastapi import FastAPI
 from orrery_dossier import api
 from orrery_dossier.deps import install_commands
 from orrery_dossier.extractor import LLMExtractor
-from orrery_dossier.handlers import DossierCommands, ExtractionRunner, RetryPolicy, TurnIntake, UserMerges
+from orrery_dossier.handlers import (
+    ConversationDeletions,
+    DossierCommands,
+    ExtractionRunner,
+    RetryPolicy,
+    TurnIntake,
+    UserErasures,
+    UserMerges,
+)
 from orrery_dossier.repository import SqlStore
 from orrery_dossier.settings import DossierSettings, load
 from orrery_dossier.worker import ExtractionWorkers
 from orrery_shared.auth import JwtVerifier, install_verifier
-from orrery_shared.events import ChatTurnCompleted, UserMerged
+from orrery_shared.events import ChatTurnCompleted, ConversationDeleted, UserErased, UserMerged
 from orrery_shared.kafka import subscribe
 from orrery_shared.llm import LLMClient, LLMConfigError
 from orrery_shared.runtime import Runtime
@@ -59,6 +67,8 @@ class Topics:
 
     turns: type[ChatTurnCompleted] = ChatTurnCompleted
     merges: type[UserMerged] = UserMerged
+    deletions: type[ConversationDeleted] = ConversationDeleted
+    erasures: type[UserErased] = UserErased
 
 
 def _llm_from_env() -> LLMClient:
@@ -93,12 +103,16 @@ def create_app(
     workers = ExtractionWorkers(runner, settings.extraction_workers, settings.poll_seconds)
     intake = TurnIntake(store, policy, limits, settings.turns_group, on_due=workers.wake)
     merges = UserMerges(store, settings.merges_group)
+    deletions = ConversationDeletions(store, policy, settings.deletions_group)
+    erasures = UserErasures(store, settings.erasures_group)
 
     subscribe(
         runtime.broker, topics.turns, settings.turns_group, intake.handle, concurrency=settings.consumer_concurrency
     )
     # A group of its own: sharing the turns' group would make every start-up rebalance the turn consumers too.
     subscribe(runtime.broker, topics.merges, settings.merges_group, merges.handle)
+    subscribe(runtime.broker, topics.deletions, settings.deletions_group, deletions.handle)
+    subscribe(runtime.broker, topics.erasures, settings.erasures_group, erasures.handle)
     runtime.workers = workers
     runtime.closers = [llm.aclose, verifier.aclose]
 

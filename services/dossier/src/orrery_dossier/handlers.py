@@ -36,7 +36,15 @@ from orrery_dossier.ports import (
     StoreTx,
     VersionRecord,
 )
-from orrery_shared.events import ChatTurnCompleted, DossierSnapshot, DossierUpdated, UserMerged, utcnow
+from orrery_shared.events import (
+    ChatTurnCompleted,
+    ConversationDeleted,
+    DossierSnapshot,
+    DossierUpdated,
+    UserErased,
+    UserMerged,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -406,3 +414,54 @@ class UserMerges:
             await tx.record_merge(event.from_user_id, event.to_user_id)
             moved = await tx.reown(event.from_user_id, event.to_user_id)
         log.info("guest dossiers re-owned", extra={"moved": moved})
+
+
+# --- forgetting ---------------------------------------------------------------------------------------
+
+
+class ConversationDeletions:
+    """A conversation was deleted: its waiting turns go (and its late ones are refused), and so does its
+    project's dossier when no other conversation feeds it. What an extraction already took from it into a
+    dossier that other conversations share stays: the user edits or deletes that dossier."""
+
+    def __init__(self, store: Store, policy: SchedulePolicy, consumer: str, clock: Callable[[], datetime] = utcnow):
+        self.store = store
+        self.policy = policy
+        self.consumer = consumer
+        self.clock = clock
+
+    async def handle(self, event: ConversationDeleted) -> None:
+        """Forget the conversation, once per event."""
+        async with self.store.transaction() as tx:
+            if not await tx.claim_event(event.event_id, self.consumer):
+                return
+            fed = set(await tx.forget_conversation(event.conversation_id))
+            if event.project_orphaned:
+                project = await tx.lock_project(event.project_id)
+                if project is not None and project.owner == event.user_id:
+                    await tx.delete_project(event.project_id)
+                    fed.discard(event.project_id)
+                    log.info("dossier of a deleted conversation deleted", extra={"project_id": str(event.project_id)})
+            for project_id in sorted(fed):
+                project = await tx.lock_project(project_id)
+                if project is None:
+                    continue
+                pending, terms = await tx.pending_summary(project_id)
+                due = self.policy.due_at(pending, self.clock(), project.retry_at)
+                await tx.set_pending(project_id, pending, terms, due)
+
+
+class UserErasures:
+    """A user erased their account: every dossier they own, with its versions and waiting turns, goes."""
+
+    def __init__(self, store: Store, consumer: str) -> None:
+        self.store = store
+        self.consumer = consumer
+
+    async def handle(self, event: UserErased) -> None:
+        """Erase the user's dossiers, once per event."""
+        async with self.store.transaction() as tx:
+            if not await tx.claim_event(event.event_id, self.consumer):
+                return
+            erased = await tx.erase_users([event.user_id, *event.merged_user_ids])
+        log.info("user's dossiers erased", extra={"projects": erased})

@@ -204,6 +204,21 @@ class StoreTx(Protocol):
         """Give every project of `from_user` to `to_user`; returns how many moved."""
         ...
 
+    async def forget_conversation(self, conversation_id: UUID) -> list[UUID]:
+        """Drop a deleted conversation's waiting turns and refuse its later ones; returns the projects they fed."""
+        ...
+
+    async def set_pending(
+        self, project_id: UUID, pending: Pending, pending_terms: Sequence[str], due_at: datetime | None
+    ) -> None:
+        """Record what is waiting for a project's next extraction (without touching a lease)."""
+        ...
+
+    async def erase_users(self, user_ids: Sequence[UUID]) -> int:
+        """Delete the users' projects (dossiers, versions, waiting turns) and merge records; returns how many
+        projects went."""
+        ...
+
 
 class IntakeTx(Protocol):
     """The few statements taking in a turn needs, inside one transaction (the consumer's hot path)."""

@@ -80,6 +80,13 @@ merged_users = sa.Table(
     sa.Column("merged_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+forgotten_conversations = sa.Table(
+    "forgotten_conversations",
+    metadata,
+    sa.Column("conversation_id", sa.Uuid, primary_key=True),
+    sa.Column("forgotten_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+)
+
 _STATE_COLUMNS = (
     dossiers.c.project_id,
     dossiers.c.user_id,
@@ -395,6 +402,44 @@ class SqlStoreTx:
         result = await self._execute(sa.update(dossiers).where(dossiers.c.user_id == from_user).values(user_id=to_user))
         return result.rowcount
 
+    async def forget_conversation(self, conversation_id: UUID) -> list[UUID]:
+        await self._execute(
+            insert(forgotten_conversations).values(conversation_id=conversation_id).on_conflict_do_nothing()
+        )
+        rows = await self._execute(
+            sa.delete(pending_turns)
+            .where(pending_turns.c.conversation_id == conversation_id)
+            .returning(pending_turns.c.project_id)
+        )
+        return sorted({r.project_id for r in rows})
+
+    async def set_pending(
+        self, project_id: UUID, pending: Pending, pending_terms: Sequence[str], due_at: datetime | None
+    ) -> None:
+        await self._execute(
+            sa.update(dossiers)
+            .where(dossiers.c.project_id == project_id)
+            .values(
+                pending_count=pending.count,
+                pending_score=pending.score,
+                pending_chars=pending.chars,
+                pending_terms=list(pending_terms),
+                oldest_pending_at=pending.oldest,
+                due_at=due_at,
+            )
+        )
+
+    async def erase_users(self, user_ids: Sequence[UUID]) -> int:
+        users = list(user_ids)
+        await self._execute(
+            sa.delete(merged_users).where(
+                sa.or_(merged_users.c.from_user_id.in_(users), merged_users.c.to_user_id.in_(users))
+            )
+        )
+        # Versions and waiting turns go with their project (ON DELETE CASCADE).
+        result = await self._execute(sa.delete(dossiers).where(dossiers.c.user_id.in_(users)))
+        return result.rowcount
+
 
 # One statement: the inbox mark and the project's row lock (creating the row, owned by whoever the user was
 # merged into, when the project is new). No row comes back when the event was consumed before.
@@ -415,13 +460,15 @@ _CLAIM_AND_LOCK = sa.text(
     """
 )
 
-# One statement: keep the turn and, only if it was new, record the project's new schedule.
+# One statement: keep the turn and, only if it was new (and its conversation was not deleted meanwhile), record
+# the project's new schedule.
 _STORE_TURN = sa.text(
     """
     WITH added AS (
         INSERT INTO pending_turns
             (project_id, turn_id, conversation_id, user_text, assistant_text, score, terms, received_at)
-        VALUES (:project_id, :turn_id, :conversation_id, :user_text, :assistant_text, :score, :terms, :received_at)
+        SELECT :project_id, :turn_id, :conversation_id, :user_text, :assistant_text, :score, :terms, :received_at
+        WHERE NOT EXISTS (SELECT 1 FROM forgotten_conversations WHERE conversation_id = :conversation_id)
         ON CONFLICT (turn_id) DO NOTHING RETURNING seq
     )
     UPDATE dossiers

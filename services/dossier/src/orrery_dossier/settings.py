@@ -17,7 +17,9 @@ class DossierSettings(DatabaseServiceSettings):
     db_schema: str = "dossier"
 
     consumer_group_prefix: str = Field(
-        "dossier", pattern=r"^[A-Za-z0-9._-]+$", description="consumer groups <prefix>.turns and <prefix>.merges"
+        "dossier",
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="consumer groups <prefix>.turns, .merges, .deletions and .erasures",
     )
     consumer_concurrency: int = Field(16, ge=1, le=256, description="turns of different conversations in flight")
 
@@ -54,6 +56,16 @@ class DossierSettings(DatabaseServiceSettings):
     def merges_group(self) -> str:
         """Consumer group (and inbox name) of auth.user-merged.v1."""
         return f"{self.consumer_group_prefix}.merges"
+
+    @property
+    def deletions_group(self) -> str:
+        """Consumer group (and inbox name) of chat.conversation-deleted.v1."""
+        return f"{self.consumer_group_prefix}.deletions"
+
+    @property
+    def erasures_group(self) -> str:
+        """Consumer group (and inbox name) of auth.user-erased.v1."""
+        return f"{self.consumer_group_prefix}.erasures"
 
     def policy(self) -> SchedulePolicy:
         """The smart-update rule these settings describe."""

@@ -34,11 +34,13 @@ from orrery_shared.auth import JwtVerifier, StaticKeys, public_jwk
 from orrery_shared.db.migrations import upgrade
 from orrery_shared.events import (
     ChatTurnCompleted,
+    ConversationDeleted,
     DossierUpdated,
     Event,
     MessageRecord,
     TokenUsage,
     TopicSpec,
+    UserErased,
     UserMerged,
     dlq_topic,
 )
@@ -128,12 +130,15 @@ def private_event(base: type[E], run: str) -> type[E]:
 async def topics(infra: Infra) -> AsyncIterator[Topics]:
     """Private copies of the topics the service consumes, on the real broker, deleted afterwards."""
     run = uuid4().hex[:8]
-    bound = Topics(turns=private_event(ChatTurnCompleted, run), merges=private_event(UserMerged, run))
-    names = [bound.turns.TOPIC, bound.merges.TOPIC]
-    specs = [
-        TopicSpec(bound.turns.TOPIC, ChatTurnCompleted.PARTITIONS),
-        TopicSpec(bound.merges.TOPIC, UserMerged.PARTITIONS),
-    ]
+    bound = Topics(
+        turns=private_event(ChatTurnCompleted, run),
+        merges=private_event(UserMerged, run),
+        deletions=private_event(ConversationDeleted, run),
+        erasures=private_event(UserErased, run),
+    )
+    consumed: list[type[Event]] = [bound.turns, bound.merges, bound.deletions, bound.erasures]
+    names = [event.TOPIC for event in consumed]
+    specs = [TopicSpec(event.TOPIC, event.PARTITIONS) for event in consumed]
     specs += [TopicSpec(dlq_topic(name), 3) for name in names]
     settings = KafkaSettings(bootstrap_servers=infra.kafka_bootstrap)
     await ensure_topics(settings)
@@ -216,7 +221,8 @@ class Service:
 
     async def publish(self, event: Event) -> None:
         """Publish to the topic the service consumes that event type from."""
-        topic = self.topics.turns.TOPIC if isinstance(event, ChatTurnCompleted) else self.topics.merges.TOPIC
+        bound = (self.topics.turns, self.topics.merges, self.topics.deletions, self.topics.erasures)
+        topic = next(private.TOPIC for private in bound if type(event) in private.__bases__)
         await self.producer.publish(
             encode(event), topic, key=event.partition_key().encode(), headers=event_headers(event)
         )
@@ -306,6 +312,8 @@ def start_service(
         settings = DossierSettings(**values)
         await start_group_at_end(infra.kafka_bootstrap, settings.turns_group, [topics.turns])
         await start_group_at_end(infra.kafka_bootstrap, settings.merges_group, [topics.merges])
+        await start_group_at_end(infra.kafka_bootstrap, settings.deletions_group, [topics.deletions])
+        await start_group_at_end(infra.kafka_bootstrap, settings.erasures_group, [topics.erasures])
         llm = LLMClient(llm_stub.settings(backoff_base_s=0.01, backoff_max_s=0.05, **(llm_overrides or {})))
         app = create_app(settings, llm=llm, verifier=signer.verifier(), topics=topics)
         updates = UpdatesWatcher(infra.kafka_bootstrap)

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from orrery_gateway import turns
 from orrery_gateway.context import Gateway
-from orrery_gateway.edge import authorization_of
+from orrery_gateway.edge import admit, authorization_of
 from orrery_gateway.submit import (
     KnownConversation,
     Submitted,
@@ -25,7 +25,7 @@ from orrery_gateway.submit import (
     submit_turn,
 )
 from orrery_gateway.upstream import HOP_HEADERS, Upstream
-from orrery_shared.auth import Principal, authenticate
+from orrery_shared.auth import Principal
 from orrery_shared.events import TraitOverrides
 from orrery_shared.http import PG_INT_MAX, ApiError
 
@@ -49,7 +49,7 @@ async def caller(request: Request, gw: GatewayDep) -> Principal:
     principal = getattr(request.state, "principal", None)
     if isinstance(principal, Principal):
         return principal
-    return await authenticate(gw.verifier, _authorization(request))
+    return await admit(gw.verifier, gw.revoked, _authorization(request))
 
 
 Caller = Annotated[Principal, Depends(caller)]
@@ -302,8 +302,9 @@ async def auth_api(request: Request, rest: str, gw: GatewayDep) -> Response:
     return await forward(request, gw.upstreams.auth, f"/auth/{rest}", _forwarded_for(request))
 
 
-@router.get("/api/me", tags=["auth"])
+@router.api_route("/api/me", methods=["GET", "DELETE"], tags=["auth"])
 async def me(request: Request, gw: GatewayDep) -> Response:
+    """The signed-in user (GET), or erase them and everything every service holds of them (DELETE)."""
     return await forward(request, gw.upstreams.auth, "/me", _forwarded_for(request))
 
 

@@ -92,7 +92,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     app = build_app(runtime, "Orrery", [api.router, landing.router], app_class=GatewayApp)
     app.description = DESCRIPTION
-    app.add_middleware(AuthenticateFirst, verifier=verifier)  # outermost: before the body limit reads anything
+    app.add_middleware(
+        AuthenticateFirst, verifier=verifier, revoked=gateway.revoked
+    )  # outermost: before the body limit reads anything
     app.state.gateway = gateway
     install_verifier(app, verifier)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from uuid import UUID
 
 from faststream.kafka import KafkaBroker
 from redis.asyncio import Redis
@@ -14,6 +15,7 @@ from orrery_gateway.settings import GatewaySettings
 from orrery_gateway.socket_leases import SocketLeases
 from orrery_gateway.upstream import Upstreams
 from orrery_shared.auth import JwtVerifier
+from orrery_shared.auth.revoked import is_revoked
 
 
 @dataclass
@@ -27,6 +29,10 @@ class Gateway:
     limiter: RateLimiter
     streams: TurnStreams
     sockets: SocketLeases
+
+    async def revoked(self, user_id: UUID) -> bool:
+        """Whether the user's tokens are refused before they expire (an erased account)."""
+        return await is_revoked(self.redis, user_id)
 
     @property
     def message_limit(self) -> Limit:

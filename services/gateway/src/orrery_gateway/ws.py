@@ -44,6 +44,7 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_IDLE = 4408
 CLOSE_INTERNAL_ERROR = 1011
 CLOSE_TOO_MANY_SOCKETS = 4429
+CLOSE_TRY_AGAIN_LATER = 1013
 
 
 def route_path(scope: Scope) -> str:
@@ -107,6 +108,16 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         await websocket.accept(subprotocol=subprotocol)
         await websocket.close(CLOSE_UNAUTHORIZED, refused.code)
         return
+    try:
+        erased = await gw.revoked(principal.user_id)
+    except Exception:
+        await websocket.accept(subprotocol=subprotocol)
+        await websocket.close(CLOSE_TRY_AGAIN_LATER, "unavailable")
+        return
+    if erased:
+        await websocket.accept(subprotocol=subprotocol)
+        await websocket.close(CLOSE_UNAUTHORIZED, "user_not_found")
+        return
     if gw.hub.closing:
         await websocket.accept(subprotocol=subprotocol)
         await websocket.close(1001, "server shutting down")
@@ -158,6 +169,9 @@ class Session:
             if self.principal.expires_at < datetime.now(UTC):
                 await self.connection.close(CLOSE_UNAUTHORIZED, "expired")
                 return
+            if await self.erased():
+                await self.connection.close(CLOSE_UNAUTHORIZED, "user_not_found")
+                return
             raw = message.get("text")
             if raw is None:
                 raw = (message.get("bytes") or b"").decode(errors="replace")
@@ -168,6 +182,13 @@ class Session:
 
     async def send(self, frame: dict[str, Any]) -> bool:
         return await self.connection.send(frame)
+
+    async def erased(self) -> bool:
+        """Whether the user erased their account since the socket opened (its other sockets included)."""
+        try:
+            return await self.gw.revoked(self.principal.user_id)
+        except Exception:
+            return False
 
     async def handle(self, raw: str) -> None:
         try:

@@ -4,7 +4,7 @@ signed-in caller's body is capped."""
 from __future__ import annotations
 
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 from fastapi import FastAPI, Request
@@ -18,8 +18,14 @@ from tests.support.tokens import TokenMinter
 LIMIT = 10_000
 
 
-def app_for(minter: TokenMinter) -> FastAPI:
+def app_for(minter: TokenMinter, erased: frozenset[UUID] = frozenset(), redis_down: bool = False) -> FastAPI:
     app = FastAPI()
+
+    async def revoked(user_id: UUID) -> bool:
+        if redis_down:
+            raise ConnectionError("redis is down")
+        return user_id in erased
+
     install_error_handlers(app)
 
     @app.post("/api/chat")
@@ -32,7 +38,7 @@ def app_for(minter: TokenMinter) -> FastAPI:
         return {"status": "open"}
 
     app.add_middleware(BodyLimit, max_bytes=LIMIT)
-    app.add_middleware(AuthenticateFirst, verifier=JwtVerifier(StaticKeys.from_jwks(minter.jwks)))
+    app.add_middleware(AuthenticateFirst, verifier=JwtVerifier(StaticKeys.from_jwks(minter.jwks)), revoked=revoked)
     return app
 
 
@@ -100,3 +106,17 @@ async def test_a_declared_length_over_the_cap_is_refused_unread() -> None:
 async def test_sign_in_needs_no_token() -> None:
     status, _ = await call(app_for(TokenMinter()), "/api/auth/guest", {}, [b""])
     assert status == 200
+
+
+async def test_the_token_of_an_erased_user_is_refused_and_others_pass() -> None:
+    minter = TokenMinter()
+    erased, kept = uuid4(), uuid4()
+    app = app_for(minter, erased=frozenset({erased}))
+    assert (await call(app, "/api/chat", minter.headers(erased), [b"{}"]))[0] == 401
+    assert (await call(app, "/api/chat", minter.headers(kept), [b"{}"]))[0] == 200
+
+
+async def test_a_token_that_cannot_be_checked_for_erasure_is_refused_with_503_not_let_in() -> None:
+    minter = TokenMinter()
+    status, asked = await call(app_for(minter, redis_down=True), "/api/chat", minter.headers(uuid4()), [b"{}"])
+    assert (status, asked) == (503, 0)

@@ -37,6 +37,20 @@ class UserMerged(Event):
     to_user_id: UUID = Field(description="the account that now owns it")
 
 
+class UserErased(Event):
+    """A user erased their account: every service deletes every row it holds of them (and of the guests merged
+    into them), idempotently."""
+
+    TOPIC = "auth.user-erased.v1"
+    KEY_FIELD = "user_id"
+    type: Literal["auth.user-erased.v1"] = "auth.user-erased.v1"
+
+    user_id: UUID = Field(description="the erased user")
+    merged_user_ids: list[UUID] = Field(
+        default_factory=list, description="guests that had been merged into the user, erased with it"
+    )
+
+
 # --- characters ---------------------------------------------------------------------------------------
 
 
@@ -175,6 +189,25 @@ class ChatTurnFailed(Event):
     user_id: UUID
     reason: str
     retryable: bool
+
+
+class ConversationDeleted(Event):
+    """A user deleted a conversation: what other services derived from it goes too."""
+
+    TOPIC = "chat.conversation-deleted.v1"
+    KEY_FIELD = "conversation_id"
+    PARTITIONS = 12
+    type: Literal["chat.conversation-deleted.v1"] = "chat.conversation-deleted.v1"
+
+    conversation_id: UUID
+    user_id: UUID
+    project_id: UUID = Field(description="the story project the conversation fed")
+    project_orphaned: bool = Field(
+        description="no other conversation feeds the project: its dossier is deleted with the conversation"
+    )
+    turn_ids: list[UUID] = Field(
+        default_factory=list, description="the conversation's turns recent enough to still have a token stream"
+    )
 
 
 # --- dossier ------------------------------------------------------------------------------------------

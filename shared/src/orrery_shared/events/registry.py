@@ -13,7 +13,9 @@ from orrery_shared.events.models import (
     ChatTurnCompleted,
     ChatTurnFailed,
     ChatTurnRequested,
+    ConversationDeleted,
     DossierUpdated,
+    UserErased,
     UserMerged,
     UserRegistered,
 )
@@ -21,12 +23,14 @@ from orrery_shared.events.models import (
 EVENT_TYPES: tuple[type[Event], ...] = (
     UserRegistered,
     UserMerged,
+    UserErased,
     CharacterRequested,
     CharacterCreated,
     CharacterFailed,
     ChatTurnRequested,
     ChatTurnCompleted,
     ChatTurnFailed,
+    ConversationDeleted,
     DossierUpdated,
 )
 
