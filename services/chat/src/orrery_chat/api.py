@@ -112,6 +112,32 @@ async def list_conversations(
     return ConversationsPublic(conversations=[_public(r) for r in rows], limit=limit, offset=offset)
 
 
+class ModelUsage(BaseModel):
+    model: str
+    replies: int
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class UsagePublic(BaseModel):
+    by_model: list[ModelUsage]
+
+
+@router.get("/usage", response_model=UsagePublic)
+async def usage(request: Request, principal: CurrentPrincipal) -> UsagePublic:
+    """What the caller's stored replies cost, in tokens, by model."""
+    async with _deps(request).db.transaction() as tx:
+        rows = await repo.usage_by_model(tx.session, principal.user_id)
+    return UsagePublic(
+        by_model=[
+            ModelUsage(
+                model=r.model, replies=r.replies, prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens
+            )
+            for r in rows
+        ]
+    )
+
+
 @router.get("/{conversation_id}", response_model=ConversationPublic)
 async def get_conversation(request: Request, conversation_id: UUID, principal: CurrentPrincipal) -> ConversationPublic:
     async with _deps(request).db.transaction() as tx:

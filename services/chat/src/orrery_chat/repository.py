@@ -70,6 +70,23 @@ async def conversation_of(session: AsyncSession, conversation_id: UUID, user_id:
     return (await session.execute(query)).first()
 
 
+async def usage_by_model(session: AsyncSession, user_id: UUID) -> list[Any]:
+    """Tokens the user's stored replies cost, by model."""
+    query = (
+        sa.select(
+            messages.c.model,
+            sa.func.count().label("replies"),
+            sa.func.coalesce(sa.func.sum(messages.c.prompt_tokens), 0).label("prompt_tokens"),
+            sa.func.coalesce(sa.func.sum(messages.c.completion_tokens), 0).label("completion_tokens"),
+        )
+        .join(conversations, conversations.c.conversation_id == messages.c.conversation_id)
+        .where(conversations.c.user_id == user_id, messages.c.model.is_not(None))
+        .group_by(messages.c.model)
+        .order_by(messages.c.model)
+    )
+    return list(await session.execute(query))
+
+
 async def all_messages(session: AsyncSession, conversation_id: UUID) -> list[StoredMessage]:
     query = sa.select(messages).where(messages.c.conversation_id == conversation_id).order_by(messages.c.seq)
     return [stored_from_row(row) for row in await session.execute(query)]

@@ -41,6 +41,9 @@ async def test_an_exported_chat_imports_as_a_new_conversation_that_goes_on(
         (False, "The Veil hides three moons."),
     ]
 
+    usage = (await http.get("/conversations/usage", headers=headers)).json()["by_model"]
+    assert [(u["model"], u["replies"]) for u in usage] == [("orrery-chat", 1)] and usage[0]["completion_tokens"] > 0
+
     imported = await http.post(
         f"/conversations/import?character_id={persona.character_id}",
         content=exported.content,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -15,6 +16,7 @@ from pydantic import BaseModel, Field
 from orrery_gateway import turns
 from orrery_gateway.context import Gateway
 from orrery_gateway.edge import admit, authorization_of
+from orrery_gateway.export import chunks_of, export_archive
 from orrery_gateway.submit import (
     KnownConversation,
     Submitted,
@@ -306,6 +308,28 @@ async def auth_api(request: Request, rest: str, gw: GatewayDep) -> Response:
 async def me(request: Request, gw: GatewayDep) -> Response:
     """The signed-in user (GET), or erase them and everything every service holds of them (DELETE)."""
     return await forward(request, gw.upstreams.auth, "/me", _forwarded_for(request))
+
+
+@router.get(
+    "/api/me/export",
+    tags=["auth"],
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/zip": {}}, "description": "the user's data as a zip archive"}},
+)
+async def export_me(request: Request, gw: GatewayDep, principal: Caller) -> StreamingResponse:
+    """Everything the platform holds of the caller as one zip archive: characters as cards, chats as JSONL,
+    dossiers, usage (see orrery_gateway.export for the layout)."""
+    await rate_limited(gw, gw.export_limit, principal.user_id)
+    authorization = _authorization(request)
+    assert authorization is not None  # the edge let the request in
+    archive, size = await export_archive(gw.upstreams, authorization)
+    day = datetime.now(UTC).strftime("%Y%m%d")
+    headers = {
+        "Content-Disposition": f'attachment; filename="orrery-export-{day}.zip"',
+        "Content-Length": str(size),
+        "Cache-Control": "no-store",
+    }
+    return StreamingResponse(chunks_of(archive), media_type="application/zip", headers=headers)
 
 
 @router.get("/.well-known/jwks.json", tags=["auth"])

@@ -43,5 +43,9 @@ class Gateway:
         return Limit("spins", self.settings.spins_per_hour, 3600)
 
     @property
+    def export_limit(self) -> Limit:
+        return Limit("exports", self.settings.exports_per_hour, 3600)
+
+    @property
     def import_limit(self) -> Limit:
         return Limit("imports", self.settings.imports_per_hour, 3600)

@@ -27,6 +27,7 @@ class GatewaySettings(ServiceSettings):
     messages_per_minute: int = Field(30, ge=1, description="chat messages per user per minute")
     spins_per_hour: int = Field(30, ge=1, description="roulette spins per user per hour")
     imports_per_hour: int = Field(30, ge=1, description="character card and lorebook imports per user per hour")
+    exports_per_hour: int = Field(6, ge=1, description="whole-account exports (GET /api/me/export) per user per hour")
     idle_timeout_seconds: float = Field(300.0, gt=0, description="close a socket silent for this long")
     ping_interval_seconds: float = Field(20.0, gt=0, description="server pings keep idle sockets alive")
     turn_timeout_seconds: float = Field(120.0, gt=0, description="give up on a turn whose stream stays silent")

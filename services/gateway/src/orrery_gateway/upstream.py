@@ -51,6 +51,18 @@ class Upstream:
             raise _mapped(self.name, response)
         return response.json()
 
+    async def get_bytes(self, path: str, authorization: str) -> bytes | None:
+        """GET a document's bytes as the caller; None when the service says 404."""
+        try:
+            response = await self.client.get(path, headers={"Authorization": authorization})
+        except httpx.HTTPError:
+            raise ApiError(503, "unavailable", f"the {self.name} service is unreachable") from None
+        if response.status_code == 404:
+            return None
+        if response.status_code >= 400:
+            raise _mapped(self.name, response)
+        return response.content
+
     async def aclose(self) -> None:
         await self.client.aclose()
 

@@ -227,6 +227,7 @@ const SIGNED_OUT_WORDS = {
   refresh_token_invalid: "Your session is no longer valid. Sign in again.",
   user_not_found: "This guest session now belongs to an account. Sign in with its email to continue.",
   signed_out: "You were signed out (perhaps in another tab).",
+  erased: "Your account and everything in it were erased.",
 };
 
 function showSignin({ upgrade = false, notice = "" } = {}) {
@@ -919,6 +920,68 @@ function closeDrawers() {
   $("scrim").hidden = true;
 }
 
+// --- your data ----------------------------------------------------------------------------------------
+
+async function myData() {
+  const choice = await modal({
+    title: "Your data",
+    body: [
+      h("p", {}, "Download everything Orrery holds of you: your characters as cards, your chats as SillyTavern files, your dossiers and what your replies cost."),
+      h("p", { class: "fine-print" }, "Or erase your account: every character, conversation and dossier, on every service."),
+    ],
+    actions: [
+      { label: "Close", value: "close" },
+      { label: "Erase my account…", value: "erase", danger: true },
+      { label: "Download everything", value: "export", primary: true },
+    ],
+  });
+  if (choice === "export") await downloadExport();
+  if (choice === "erase") await eraseAccount();
+}
+
+async function downloadExport() {
+  try {
+    const response = await fetch("/api/me/export", {
+      headers: { Authorization: `Bearer ${await session.accessToken()}` },
+    });
+    if (!response.ok) {
+      const body = await response.json().catch(() => ({}));
+      const retryAfter = Number(response.headers.get("Retry-After")) || null;
+      throw new ApiError(response.status, body?.error?.code || `http_${response.status}`, body?.error?.message || "", body, retryAfter);
+    }
+    const url = URL.createObjectURL(await response.blob());
+    const link = h("a", { href: url, download: `orrery-export-${new Date().toISOString().slice(0, 10)}.zip` });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+  } catch (error) {
+    banner(`The export could not be made. ${plainError(error.code, error.message, error.retryAfter)}`);
+  }
+}
+
+async function eraseAccount() {
+  const choice = await modal({
+    title: "Erase your account?",
+    body: [
+      h("p", {}, "Your account, every character, conversation and dossier will be erased from every service. This cannot be undone."),
+      h("p", { class: "fine-print" }, "Download your data first if you want to keep a copy."),
+    ],
+    actions: [
+      { label: "Keep my account", value: "keep" },
+      { label: "Erase everything", value: "erase", danger: true },
+    ],
+  });
+  if (choice !== "erase") return;
+  try {
+    await api("/api/me", { method: "DELETE" });
+  } catch (error) {
+    banner(`Your account was not erased. ${plainError(error.code, error.message, error.retryAfter)}`);
+    return;
+  }
+  session.clear("erased");
+}
+
 // --- dialogs -------------------------------------------------------------------------------------------
 
 function modal({ title, body, actions }) {
@@ -972,6 +1035,7 @@ function wire() {
   $("mail-back").addEventListener("click", () => showSignin({ upgrade: state.upgrade }));
   $("upgrade").addEventListener("click", () => showSignin({ upgrade: true }));
   $("sign-out").addEventListener("click", () => session.signOut());
+  $("my-data").addEventListener("click", myData);
   $("spin").addEventListener("click", spin);
   $("spin-retry").addEventListener("click", spin);
   $("spin-cancel").addEventListener("click", () => {
