@@ -70,8 +70,7 @@ INTERFACES: dict[str, Interface] = {
         ),
     ),
     "auth": Interface(
-        "Sign-in publishes new users, guest-to-account merges and erased accounts through its transactional "
-        "outbox.",
+        "Sign-in publishes new users, guest-to-account merges and erased accounts through its transactional outbox.",
         publishes=(UserRegistered, UserMerged, UserErased),
     ),
     "character-gen": Interface(
