@@ -281,6 +281,8 @@ async def begin_in_one_statement(event: ChatTurnRequested, deps: ChatDeps) -> Tu
     persona = deps.personas.get(event.character_id)
     if persona is None or not persona.visible_to(event.user_id):
         return None  # begin_turn reads the character and checks it
+    if event.project_id is not None:
+        return None  # begin_turn checks that a named project is not someone else's
     message_id = uuid4()
     recent = deps.recent.get(event.conversation_id)
     async with deps.db.direct_statements() as statements:
@@ -331,6 +333,8 @@ async def begin_turn(
     character_id = conversation.character_id if conversation is not None else event.character_id
     persona = await _visible_persona(tx, character_id, event.user_id, personas)
     if conversation is None:
+        if event.project_id is not None and await sql.project_of_another(tx, event.project_id, event.user_id):
+            raise ConversationNotFound(event.conversation_id)  # as for someone else's conversation: not found
         conversation = await sql.create_conversation(
             tx,
             conversation_id=event.conversation_id,

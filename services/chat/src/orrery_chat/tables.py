@@ -45,6 +45,7 @@ conversations = sa.Table(
     sa.Column("created_at", TS, nullable=False, server_default=sa.func.now()),
     sa.Column("last_message_at", TS, nullable=False, server_default=sa.func.now()),
     sa.Column("ended_at", TS, nullable=True),
+    sa.Index("conversations_by_project", "project_id", "user_id"),
 )
 
 messages = sa.Table(

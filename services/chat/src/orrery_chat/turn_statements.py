@@ -261,6 +261,16 @@ async def persona(tx: DirectTransaction, character_id: UUID) -> Persona | None:
     return persona_of(row) if row else None
 
 
+_PROJECT_OF_ANOTHER = """
+SELECT 1 FROM conversations WHERE project_id = %(project_id)s::uuid AND user_id <> %(user_id)s::uuid LIMIT 1
+"""
+
+
+async def project_of_another(tx: DirectTransaction, project_id: UUID, user_id: UUID) -> bool:
+    """Whether another user's conversation feeds this project."""
+    return await tx.row(_PROJECT_OF_ANOTHER, {"project_id": project_id, "user_id": user_id}) is not None
+
+
 async def create_conversation(
     tx: DirectTransaction, *, conversation_id: UUID, user_id: UUID, character_id: UUID, project_id: UUID, title: str
 ) -> ConversationState:

@@ -487,3 +487,31 @@ async def test_a_caller_that_missed_a_message_or_a_memory_gets_the_messages_read
     state, history = started
     assert state.memory == Memory("They counted moons.", 1)
     assert [m.content for m in history] == [m.content for m in stored[1:]] + ["Second.", "Third."]
+
+
+async def test_a_turn_naming_another_users_project_is_refused_and_its_own_projects_are_shared(
+    infra: Infra, chat: App, client: Client, llm_stub: StubControl, token_minter: TokenMinter
+) -> None:
+    _, http = chat
+    persona = await client.introduce()
+    project = uuid4()
+    first = await client.send(uuid4(), persona.character_id, "Chapter one.", project_id=project)
+    await client.until_final(first.turn_id)
+    second_conversation = uuid4()
+    second = await client.send(second_conversation, persona.character_id, "Chapter two.", project_id=project)
+    assert (await client.until_final(second.turn_id))[-1]["type"] == "done"  # the user's own project: shared
+
+    intruder = uuid4()
+    theirs = await client.introduce(owner=intruder, name="Intruder's Own")
+    intruding_conversation = uuid4()
+    async with spying(infra.kafka_bootstrap, ChatTurnFailed) as spy:
+        turn = await client.send(
+            intruding_conversation, theirs.character_id, "Into their story.", user_id=intruder, project_id=project
+        )
+        entries = await client.until_final(turn.turn_id)
+        failed = await spy.wait_for(ChatTurnFailed, lambda e: e.turn_id == turn.turn_id)
+    assert entries[-1]["reason"] == "not_found" and not failed.retryable
+    missing = await http.get(f"/conversations/{intruding_conversation}", headers=token_minter.headers(intruder))
+    assert missing.status_code == 404
+    mine = await http.get(f"/conversations/{second_conversation}", headers=token_minter.headers(client.user_id))
+    assert mine.json()["project_id"] == str(project)
