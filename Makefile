@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: run test deps infra-up infra-down migrate lint format docs bench clean
+.PHONY: run test deps infra-up infra-down migrate lint format docs bench fuzz-api clean
 
 run: deps infra-up migrate ## everything up, offline on the LLM stub; Ctrl-C stops it all
 	@$(PY) scripts/run_platform.py
@@ -36,6 +36,11 @@ docs: deps ## regenerate the documents derived from code
 	@$(PY) -m orrery_shared.events.docs > docs/events.md
 	@$(PY) -m scripts.deploy_config
 	@$(PY) -m scripts.asyncapi
+	@$(PY) -m scripts.public_openapi
+
+fuzz-api: deps infra-up ## schemathesis over the whole public API, >= 20,000 cases (the suite runs a short version)
+	@ORRERY_FUZZ_EXAMPLES=$${ORRERY_FUZZ_EXAMPLES:-600} ORRERY_FUZZ_MIN_CASES=$${ORRERY_FUZZ_MIN_CASES:-20000} \
+		$(PY) -m pytest tests/e2e/test_gateway_schema.py -s $(PYTEST_ARGS)
 
 bench: deps infra-up
 	@for b in bench/[a-z]*.py; do m=$$(basename $$b .py); echo "== bench.$$m"; $(PY) -m bench.$$m || exit 1; done

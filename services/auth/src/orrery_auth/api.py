@@ -10,7 +10,15 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from orrery_auth.client_ip import client_ip
-from orrery_auth.domain import AuthError, RateLimited, Session, User, normalize_email, normalize_username
+from orrery_auth.domain import (
+    USERNAME_MAX,
+    AuthError,
+    RateLimited,
+    Session,
+    User,
+    normalize_email,
+    normalize_username,
+)
 from orrery_auth.handlers import AuthHandlers
 from orrery_auth.keys import KeyRing
 from orrery_shared.auth import JwtVerifier, Principal, optional_principal_dependency, principal_dependency
@@ -40,7 +48,7 @@ class _Body(BaseModel):
 
 class MagicLinkRequest(_Body):
     email: str = Field(max_length=320, examples=["ada@example.com"])
-    username: str = Field(max_length=200, examples=["Ada"])
+    username: str = Field(max_length=USERNAME_MAX, examples=["Ada"])
 
     @field_validator("email")
     @classmethod
@@ -54,7 +62,9 @@ class MagicLinkRequest(_Body):
 
 
 class GuestRequest(_Body):
-    username: str | None = Field(None, max_length=200, description="a name for the guest; one is made up if absent")
+    username: str | None = Field(
+        None, max_length=USERNAME_MAX, description="a name for the guest; one is made up if absent"
+    )
 
     @field_validator("username")
     @classmethod

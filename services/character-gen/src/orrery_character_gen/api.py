@@ -109,6 +109,10 @@ def _user(caller: object) -> UUID | None:
     return getattr(caller, "user_id", None)
 
 
+BINARY = {"schema": {"type": "string", "format": "binary"}}
+IMAGES = {kind: BINARY for kind in ("image/png", "image/jpeg", "image/webp", "image/svg+xml")}
+
+
 @router.get("", response_model=CharacterPage)
 async def list_characters(
     caller: Caller,
@@ -136,7 +140,19 @@ async def traits(settings: Settings) -> TraitCatalogue:
     )
 
 
-@router.post("/import", response_model=CharacterOut, status_code=201)
+@router.post(
+    "/import",
+    response_model=CharacterOut,
+    status_code=201,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "a character card: V1 or V2 JSON, or a PNG carrying it in a `chara` chunk",
+            "content": {"application/json": {"schema": {"type": "object"}}, "image/png": BINARY},
+        }
+    },
+    responses={400: {"description": "no card in the body"}, 413: {"description": "larger than the import limit"}},
+)
 async def import_card(request: Request, caller: Caller, importer: Importer, settings: Settings) -> CharacterOut:
     """A Character Card V2 (JSON, or PNG with a `chara` chunk) in the raw body becomes the caller's character."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -160,7 +176,11 @@ async def get_character(character_id: str, caller: MaybeCaller, queries: Queries
         raise _not_found() from None
 
 
-@router.get("/{character_id}/portrait")
+@router.get(
+    "/{character_id}/portrait",
+    response_class=Response,
+    responses={200: {"content": IMAGES, "description": "the portrait"}, 304: {"description": "not modified"}},
+)
 async def portrait(
     character_id: str, request: Request, caller: MaybeCaller, queries: Queries, settings: Settings
 ) -> Response:
@@ -184,7 +204,11 @@ async def portrait(
     return Response(found.data, media_type=found.content_type, headers=headers)
 
 
-@router.get("/{character_id}/card")
+@router.get(
+    "/{character_id}/card",
+    response_class=Response,
+    responses={200: {"content": {"application/json": {"schema": {"type": "object"}}}, "description": "the card"}},
+)
 async def card(character_id: str, caller: MaybeCaller, queries: Queries) -> Response:
     """The Character Card V2 as JSON."""
     try:
@@ -194,7 +218,11 @@ async def card(character_id: str, caller: MaybeCaller, queries: Queries) -> Resp
     return Response(body, media_type="application/json", headers={"Cache-Control": "private, no-cache"})
 
 
-@router.get("/{character_id}/card.png")
+@router.get(
+    "/{character_id}/card.png",
+    response_class=Response,
+    responses={200: {"content": {"image/png": BINARY}, "description": "the card inside its portrait"}},
+)
 async def card_png(character_id: str, caller: MaybeCaller, queries: Queries) -> Response:
     """The portrait as a PNG whose `chara` tEXt chunk carries the card (base64 JSON)."""
     try:

@@ -171,7 +171,7 @@ async def list_messages(
 @router.get(
     "/{conversation_id}/export",
     response_class=Response,
-    responses={200: {"content": {JSONL: {}}, "description": "the conversation as a SillyTavern chat file"}},
+    responses={200: {"content": {JSONL: {"schema": {"type": "string"}}}, "description": "a SillyTavern chat file"}},
 )
 async def export(request: Request, conversation_id: UUID, principal: CurrentPrincipal) -> Response:
     """The conversation as a SillyTavern JSONL chat file (a header line, then one line per message)."""
@@ -197,7 +197,18 @@ async def export(request: Request, conversation_id: UUID, principal: CurrentPrin
     return Response(text.encode(), media_type=JSONL, headers=headers)
 
 
-@router.post("/import", response_model=ConversationPublic, status_code=201)
+@router.post(
+    "/import",
+    response_model=ConversationPublic,
+    status_code=201,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "a chat file: SillyTavern's JSONL (a header line, then one JSON object per message)",
+            "content": {JSONL: {"schema": {"type": "string"}}},
+        }
+    },
+)
 async def import_chat(request: Request, principal: CurrentPrincipal, character_id: UUID) -> ConversationPublic:
     """A SillyTavern JSONL chat file in the raw body becomes a conversation of the caller with `character_id`."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()

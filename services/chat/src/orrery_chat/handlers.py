@@ -46,7 +46,7 @@ from orrery_chat.lru import Lru
 from orrery_chat.metrics import FIRST_DELTA_SECONDS, PROMPT_GUESSES
 from orrery_chat.personas import PersonaCache
 from orrery_chat.recent import RecentConversations
-from orrery_chat.streams import TokenStream, attempt_key, cancel_key, stream_key
+from orrery_chat.streams import TokenStream
 from orrery_shared.db import Database, Transaction
 from orrery_shared.db.direct import DirectTransaction
 from orrery_shared.events import (
@@ -62,6 +62,7 @@ from orrery_shared.events import (
 )
 from orrery_shared.llm import ChatResult, ChatStream, LLMError, StreamInterruptedError
 from orrery_shared.llm.messages import ChatMessage
+from orrery_shared.turn_keys import all_keys
 
 log = logging.getLogger(__name__)
 
@@ -615,8 +616,9 @@ async def delete_conversation(conversation_id: UUID, user_id: UUID, deps: ChatDe
 
 
 async def drop_streams(turn_ids: list[UUID], redis: Redis) -> None:
-    """Delete the token streams (and their cancel flags and fences) of these turns; deleting twice is harmless."""
-    keys = [key for turn_id in turn_ids for key in (stream_key(turn_id), cancel_key(turn_id), attempt_key(turn_id))]
+    """Delete every key of these turns (streams, cancel flags, fences, owners): nothing is left to resume or relay.
+    Deleting twice is harmless."""
+    keys = [key for turn_id in turn_ids for key in all_keys(turn_id)]
     for start in range(0, len(keys), 500):
         await redis.delete(*keys[start : start + 500])
 

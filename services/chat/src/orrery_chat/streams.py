@@ -20,6 +20,8 @@ from uuid import UUID
 
 from redis.asyncio import Redis
 
+from orrery_shared.turn_keys import attempt_key, cancel_key, stream_key
+
 # Reads the fence (KEYS[3]): an attempt older than the newest that wrote gets -2 and writes nothing; a newer one
 # becomes the newest. Then numbers on from the stream's (KEYS[1]) last entry, or from ARGV[4] if that is higher
 # (the stream was lost). ARGV[1] is the attempt; 0 writes unfenced (a turn refused before it had an attempt, or
@@ -95,18 +97,6 @@ FENCED = -2
 CANCELLED = -1
 
 BATCH_YIELD = 64  # deltas read in a row without letting their write start
-
-
-def stream_key(turn_id: UUID) -> str:
-    return f"turn:{turn_id}"
-
-
-def cancel_key(turn_id: UUID) -> str:
-    return f"turn:{turn_id}:cancel"
-
-
-def attempt_key(turn_id: UUID) -> str:
-    return f"turn:{turn_id}:attempt"
 
 
 class TokenStream:

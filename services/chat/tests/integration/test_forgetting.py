@@ -54,6 +54,7 @@ async def test_deleting_a_conversation_publishes_what_to_forget_and_drops_its_to
         await client.until_final(turn.turn_id)
     headers = token_minter.headers(client.user_id)
 
+    await client.redis.set(f"turn:{first.turn_id}:owner", f"{client.user_id} 0")  # as the gateway claims it
     async with spying(infra.kafka_bootstrap, ConversationDeleted) as spy:
         assert (await http.delete(f"/conversations/{alone}", headers=headers)).status_code == 204
         assert (await http.delete(f"/conversations/{shared}", headers=headers)).status_code == 204
@@ -64,6 +65,7 @@ async def test_deleting_a_conversation_publishes_what_to_forget_and_drops_its_to
     assert one_of_two.project_id == project and not one_of_two.project_orphaned
     await until_gone(client, first.turn_id)
     await until_gone(client, second.turn_id)
+    assert not await client.redis.exists(f"turn:{first.turn_id}:owner")  # nothing left to resume
     assert await client.redis.exists(f"turn:{third.turn_id}")
     assert rows_of(infra, "SELECT count(*) FROM turns WHERE conversation_id = %s", alone) == 0
     assert rows_of(infra, "SELECT count(*) FROM messages WHERE conversation_id = %s", alone) == 0

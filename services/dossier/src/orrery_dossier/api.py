@@ -198,7 +198,12 @@ async def get_dossier(project_id: ProjectId, caller: Caller, commands: Commands)
         raise NOT_FOUND from None
 
 
-@router.post("/{project_id}", response_model=DossierOut, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/{project_id}",
+    response_model=DossierOut,
+    status_code=status.HTTP_201_CREATED,
+    responses={409: {"description": "the project has a dossier already (`exists`)"}},
+)
 async def create_dossier(project_id: ProjectId, body: CreateDossier, caller: Caller, commands: Commands) -> Any:
     """Start a project's dossier by hand; 409 if it has one."""
     try:
@@ -210,7 +215,11 @@ async def create_dossier(project_id: ProjectId, body: CreateDossier, caller: Cal
     return DossierOut.of(state)
 
 
-@router.put("/{project_id}", response_model=DossierOut)
+@router.put(
+    "/{project_id}",
+    response_model=DossierOut,
+    responses={409: {"description": "`version` is not the current one (`version_conflict`, with `current_version`)"}},
+)
 async def replace_dossier(project_id: ProjectId, body: ReplaceDossier, caller: Caller, commands: Commands) -> Any:
     """Replace the snapshot; 409 with the current version when `version` is stale."""
     try:

@@ -11,12 +11,15 @@ from uuid import UUID
 import httpx
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from orrery_gateway import turns
 from orrery_gateway.context import Gateway
 from orrery_gateway.edge import admit, authorization_of
 from orrery_gateway.export import chunks_of, export_archive
+from orrery_gateway.public_routes import METHODS as ALL_METHODS
+from orrery_gateway.public_routes import PublicRoutes, allow_header
+from orrery_gateway.public_routes import document as public_document
 from orrery_gateway.submit import (
     KnownConversation,
     Submitted,
@@ -61,7 +64,10 @@ Caller = Annotated[Principal, Depends(caller)]
 
 
 class ChatIn(BaseModel):
-    """The story bot's chat request; `session_id` is the conversation."""
+    """The story bot's chat request; `session_id` is the conversation. An unknown member is refused, so that a
+    misspelt `session_id` does not start a new conversation unnoticed."""
+
+    model_config = ConfigDict(extra="forbid")
 
     text: str = Field(min_length=1, max_length=100_000)
     session_id: UUID | None = None
@@ -127,7 +133,22 @@ async def _reply_events(gw: Gateway, turn_id: UUID, after_seq: int, with_end: bo
         yield _sse({"type": "error", "error": {"code": "timeout", "message": "the reply did not arrive"}})
 
 
-@router.post("/api/chat/stream", tags=["chat"], response_class=StreamingResponse)
+SSE_EVENT = {
+    "type": "object",
+    "description": "one server-sent event; its `data` is a JSON object",
+    "required": ["data"],
+    "properties": {
+        "data": {"type": "string", "contentMediaType": "application/json"},
+        "event": {"type": "string"},
+        "id": {"type": "string", "description": "`<turn_id>:<seq>`: send it back as `Last-Event-ID` to resume"},
+    },
+}
+EVENT_STREAM: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/event-stream": {"schema": SSE_EVENT}}, "description": "server-sent events"}
+}
+
+
+@router.post("/api/chat/stream", tags=["chat"], response_class=StreamingResponse, responses=EVENT_STREAM)
 async def chat_stream(request: Request, body: ChatIn, gw: GatewayDep, principal: Caller) -> StreamingResponse:
     """Server-sent events: `text` frames as the reply streams, then `metadata`, then `done`. A client that goes
     away does not stop the reply: it is generated and stored, and `GET /api/turns/{turn_id}/stream` (the turn is
@@ -156,31 +177,39 @@ async def chat_stream(request: Request, body: ChatIn, gw: GatewayDep, principal:
     return StreamingResponse(frames(), media_type="text/event-stream", headers=headers)
 
 
+# `<turn_id>:<seq>` as this gateway writes `id:` lines, or a bare seq; nine digits stay below PG_INT_MAX.
+LAST_EVENT_ID = r"^([0-9a-fA-F-]{36}:)?[0-9]{1,9}$"
+
+
 def _resume_after(turn_id: UUID, last_event_id: str | None, after_seq: int | None) -> int:
     if after_seq is not None:
         return after_seq
     if not last_event_id:
         return 0
     named, _, seq = last_event_id.strip().rpartition(":")
-    if (named and named != str(turn_id)) or not seq.isdigit() or int(seq) > PG_INT_MAX:
-        raise ApiError(422, "invalid", "Last-Event-ID is not an event of this turn")
+    if named and named.lower() != str(turn_id):
+        raise ApiError(404, "not_found", "Last-Event-ID names an event of another turn")
     return int(seq)
 
 
-@router.get("/api/turns/{turn_id}/stream", tags=["chat"], response_class=StreamingResponse)
+@router.get(
+    "/api/turns/{turn_id}/stream",
+    tags=["chat"],
+    response_class=StreamingResponse,
+    responses={**EVENT_STREAM, 410: {"description": "the reply is no longer kept (`gone`): read the messages"}},
+)
 async def turn_stream(
     turn_id: UUID,
     gw: GatewayDep,
     principal: Caller,
-    last_event_id: Annotated[str | None, Header(max_length=200)] = None,
+    last_event_id: Annotated[str | None, Header(pattern=LAST_EVENT_ID)] = None,
     after_seq: Annotated[int | None, Query(ge=0, le=PG_INT_MAX)] = None,
 ) -> StreamingResponse:
     """A turn's reply as server-sent events, from its start or after `Last-Event-ID` (or `?after_seq=`): what an
     `EventSource` reconnecting, or a client that lost `POST /api/chat/stream`'s connection, needs. Ends with
     `end {status, message_id}` or `error`."""
     after = _resume_after(turn_id, last_event_id, after_seq)
-    if not await turns.owned_by(gw.redis, turn_id, principal.user_id):
-        raise ApiError(404, "not_found", "no such turn")
+    await turns.followable(gw.redis, turn_id, principal.user_id, gw.settings.turn_timeout_seconds)
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Turn-Id": str(turn_id)}
     events = _reply_events(gw, turn_id, after, with_end=True)
     return StreamingResponse(events, media_type="text/event-stream", headers=headers)
@@ -200,6 +229,16 @@ async def cancel_turn(turn_id: UUID, gw: GatewayDep, principal: Caller) -> Cance
     return CancelOut(turn_id=turn_id)
 
 
+# Turns refused for what they name, as chat reports them: the client's to fix, not the platform's failure.
+NOT_FOUND_REASONS = {"not_found": "conversation or project", "unknown_character": "character"}
+
+
+def _turn_failed(reason: str) -> ApiError:
+    if reason in NOT_FOUND_REASONS:
+        return ApiError(404, "not_found", f"no such {NOT_FOUND_REASONS[reason]}")
+    return ApiError(502, "turn_failed", reason)
+
+
 @router.post("/api/chat", tags=["chat"], response_model=ChatOut)
 async def chat(request: Request, body: ChatIn, gw: GatewayDep, principal: Caller) -> ChatOut:
     """Send a message and wait for the whole reply."""
@@ -212,7 +251,7 @@ async def chat(request: Request, body: ChatIn, gw: GatewayDep, principal: Caller
             elif frame["type"] == "turn.restart":
                 parts.clear()
             elif frame["type"] == "turn.failed":
-                raise ApiError(502, "turn_failed", frame["reason"])
+                raise _turn_failed(frame["reason"])
             elif frame["type"] == "turn.done":
                 return ChatOut(
                     reply="".join(parts),
@@ -231,6 +270,8 @@ async def chat(request: Request, body: ChatIn, gw: GatewayDep, principal: Caller
 
 
 class SpinIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     traits: TraitOverrides | None = None
 
 
@@ -257,6 +298,7 @@ PASSED_BACK = (
     "x-content-type-options",
     "content-security-policy",
     "content-disposition",
+    "allow",
 )
 
 
@@ -292,11 +334,12 @@ def _forwarded_for(request: Request) -> dict[str, str]:
     return {"x-forwarded-for": f"{chain}, {peer}" if chain else peer}
 
 
-METHODS = ["GET", "POST", "PUT", "DELETE"]
+PUBLIC = PublicRoutes(public_document())
 AUTH_ACTIONS = {"magic-link", "verify", "guest", "refresh", "logout"}
 
 
-@router.api_route("/api/auth/{rest:path}", methods=["POST"], tags=["auth"])
+# The passed-on routes are documented by the auth service's own models (scripts/public_openapi.py).
+@router.api_route("/api/auth/{rest:path}", methods=["POST"], include_in_schema=False)
 async def auth_api(request: Request, rest: str, gw: GatewayDep) -> Response:
     """Sign-in: magic-link, verify, guest, refresh, logout (see the auth service's documentation)."""
     if rest not in AUTH_ACTIONS:
@@ -304,7 +347,7 @@ async def auth_api(request: Request, rest: str, gw: GatewayDep) -> Response:
     return await forward(request, gw.upstreams.auth, f"/auth/{rest}", _forwarded_for(request))
 
 
-@router.api_route("/api/me", methods=["GET", "DELETE"], tags=["auth"])
+@router.api_route("/api/me", methods=["GET", "DELETE"], include_in_schema=False)
 async def me(request: Request, gw: GatewayDep) -> Response:
     """The signed-in user (GET), or erase them and everything every service holds of them (DELETE)."""
     return await forward(request, gw.upstreams.auth, "/me", _forwarded_for(request))
@@ -314,7 +357,12 @@ async def me(request: Request, gw: GatewayDep) -> Response:
     "/api/me/export",
     tags=["auth"],
     response_class=StreamingResponse,
-    responses={200: {"content": {"application/zip": {}}, "description": "the user's data as a zip archive"}},
+    responses={
+        200: {
+            "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
+            "description": "the user's data as a zip archive",
+        }
+    },
 )
 async def export_me(request: Request, gw: GatewayDep, principal: Caller) -> StreamingResponse:
     """Everything the platform holds of the caller as one zip archive: characters as cards, chats as JSONL,
@@ -332,7 +380,7 @@ async def export_me(request: Request, gw: GatewayDep, principal: Caller) -> Stre
     return StreamingResponse(chunks_of(archive), media_type="application/zip", headers=headers)
 
 
-@router.get("/.well-known/jwks.json", tags=["auth"])
+@router.get("/.well-known/jwks.json", include_in_schema=False)
 async def jwks(request: Request, gw: GatewayDep) -> Response:
     return await forward(request, gw.upstreams.auth, "/.well-known/jwks.json")
 
@@ -347,15 +395,29 @@ def _plain_path(request: Request, rest: str) -> bool:
     return not any(segment in (".", "..") for segment in rest.split("/"))
 
 
-# Declared last: the specific routes above take precedence.
-@router.api_route("/api/{resource}", methods=METHODS, include_in_schema=False)
-@router.api_route("/api/{resource}/{rest:path}", methods=METHODS, include_in_schema=False)
+# Declared last: the specific routes above take precedence. Every method reaches it, so that a method a public
+# path does not have is answered 405 with the methods it has.
+@router.api_route("/api/{resource}", methods=list(ALL_METHODS), include_in_schema=False)
+@router.api_route("/api/{resource}/{rest:path}", methods=list(ALL_METHODS), include_in_schema=False)
 async def service_api(request: Request, resource: str, gw: GatewayDep, principal: Caller, rest: str = "") -> Response:
-    """`/api/characters|conversations|dossiers/...` → the owning service (the token checked here first)."""
+    """`/api/characters|conversations|dossiers/...` → the owning service, for the paths and methods of the public
+    document only (the token checked here first)."""
+    allowed = PUBLIC.methods(request.url.path) if _plain_path(request, rest) else frozenset()
+    if not allowed:
+        raise ApiError(404, "not_found", f"no such resource {request.url.path}")
+    if request.method not in allowed:
+        raise ApiError(
+            405,
+            "method_not_allowed",
+            f"{request.method} is not a method of this path",
+            headers={"Allow": allow_header(allowed)},
+        )
     upstream = gw.upstreams.by_prefix.get(resource)
-    if upstream is None or not _plain_path(request, rest):
-        raise ApiError(404, "not_found", f"no such resource /api/{resource}")
+    if upstream is None:  # a path of the gateway's own, in a method another of its routes serves
+        raise ApiError(404, "not_found", f"no such resource {request.url.path}")
     if request.method == "POST" and rest.rstrip("/") == "import":
         # Imports are the largest bodies and the most work a request can ask for: limited per user.
         await rate_limited(gw, gw.import_limit, principal.user_id)
-    return await forward(request, upstream, f"/{resource}" + (f"/{rest}" if rest else ""))
+    # Passed on as the client encoded it (less `/api`): decoded, a path with control characters could not be.
+    raw_path = request.scope.get("raw_path") or request.url.path.encode()
+    return await forward(request, upstream, raw_path.decode("latin-1").removeprefix("/api"))

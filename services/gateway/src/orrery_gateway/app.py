@@ -6,7 +6,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
-from orrery_gateway import api, landing, ws
+from orrery_gateway import api, landing, public_routes, ws
 from orrery_gateway.context import Gateway
 from orrery_gateway.edge import AuthenticateFirst
 from orrery_gateway.fanin import TurnStreams
@@ -92,6 +92,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     app = build_app(runtime, "Orrery", [api.router, landing.router], app_class=GatewayApp)
     app.description = DESCRIPTION
+    # The whole public API, the services' routes included, as scripts/public_openapi.py generates it.
+    app.openapi = public_routes.document  # type: ignore[method-assign]
     app.add_middleware(
         AuthenticateFirst, verifier=verifier, revoked=gateway.revoked
     )  # outermost: before the body limit reads anything

@@ -19,6 +19,7 @@ from uuid import UUID, uuid4
 from redis.asyncio import Redis
 
 from orrery_gateway.turns import FINAL_TYPES, TurnSilent, frame
+from orrery_shared.turn_keys import stream_key
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ class TurnStreams:
         down) gets one `turn.delayed {turn_id, seq}` frame (seq: the last one relayed), so its reader can say so;
         it is no entry of the stream, and the turn goes on being followed until `silence_s`.
         """
-        key = f"turn:{turn_id}".encode()
+        key = stream_key(turn_id).encode()
         follower = _Follower()
         self._followers.setdefault(key, set()).add(follower)
         try:
@@ -114,6 +115,8 @@ class TurnStreams:
                     if item is None:
                         raise TurnSilent(turn_id)
                 if int(item[b"seq"]) <= after_seq:
+                    if frame(turn_id, item)["type"] in FINAL_TYPES:
+                        return  # the follower had the whole reply already: nothing more will come
                     continue
                 out = frame(turn_id, item)
                 last_seq = out["seq"]

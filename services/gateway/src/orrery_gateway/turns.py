@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 from uuid import UUID
 
 from redis.asyncio import Redis
+
+from orrery_shared.http import ApiError
+from orrery_shared.turn_keys import cancel_key, owner_key, stream_key
 
 OWNER_TTL_SECONDS = 3600
 FINAL_TYPES = ("turn.done", "turn.failed")
@@ -16,22 +20,37 @@ class TurnSilent(Exception):
     """The turn's stream stayed silent longer than the gateway waits."""
 
 
-def _owner_key(turn_id: UUID) -> str:
-    return f"turn:{turn_id}:owner"
-
-
 async def claim(redis: Redis, turn_id: UUID, user_id: UUID) -> None:
-    """Remember who asked for a turn, so only they may resume or cancel it (on any gateway instance)."""
-    await redis.set(_owner_key(turn_id), str(user_id), ex=OWNER_TTL_SECONDS)
+    """Remember who asked for a turn, and when, so only they may resume or cancel it (on any gateway instance)."""
+    await redis.set(owner_key(turn_id), f"{user_id} {time.time():.0f}", ex=OWNER_TTL_SECONDS)
+
+
+async def _claim_of(redis: Redis, turn_id: UUID) -> tuple[str, float] | None:
+    raw: bytes | None = await redis.get(owner_key(turn_id))  # type: ignore[assignment]
+    if raw is None:
+        return None
+    owner, _, asked_at = raw.decode().partition(" ")
+    return owner, float(asked_at) if asked_at else 0.0
 
 
 async def owned_by(redis: Redis, turn_id: UUID, user_id: UUID) -> bool:
-    owner: bytes | None = await redis.get(_owner_key(turn_id))  # type: ignore[assignment]
-    return owner is not None and owner == str(user_id).encode()
+    found = await _claim_of(redis, turn_id)
+    return found is not None and found[0] == str(user_id)
+
+
+async def followable(redis: Redis, turn_id: UUID, user_id: UUID, waits_s: float) -> None:
+    """Check that the user may follow the turn's reply and that it is still there to follow: 404 for a turn that
+    is not theirs, 410 for one whose stream is gone (expired after its end, or its conversation deleted) while
+    no reply can be on its way any more (asked more than `waits_s` ago)."""
+    found = await _claim_of(redis, turn_id)
+    if found is None or found[0] != str(user_id):
+        raise ApiError(404, "not_found", "no such turn")
+    if time.time() - found[1] > waits_s and not await redis.exists(stream_key(turn_id)):
+        raise ApiError(410, "gone", "this reply is no longer kept; it is among the conversation's messages")
 
 
 async def request_cancel(redis: Redis, turn_id: UUID) -> None:
-    await redis.set(f"turn:{turn_id}:cancel", "1", ex=OWNER_TTL_SECONDS)
+    await redis.set(cancel_key(turn_id), "1", ex=OWNER_TTL_SECONDS)
 
 
 def frame(turn_id: UUID, fields: dict[bytes, bytes]) -> dict[str, Any]:

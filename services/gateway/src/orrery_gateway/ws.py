@@ -240,8 +240,8 @@ class Session:
                 raise ApiError(404, "not_found", "no such turn")
             await turns.request_cancel(self.gw.redis, frame.turn_id)
         elif isinstance(frame, Resume):
-            if not await turns.owned_by(self.gw.redis, frame.turn_id, self.principal.user_id):
-                raise ApiError(404, "not_found", "no such turn")
+            waits = self.gw.settings.turn_timeout_seconds
+            await turns.followable(self.gw.redis, frame.turn_id, self.principal.user_id, waits)
             self.relay(frame.turn_id, frame.after_seq)
 
     async def start_conversation(self, frame: StartConversation) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 from uuid import UUID, uuid4
@@ -10,8 +11,10 @@ from uuid import UUID, uuid4
 import pytest
 from redis.asyncio import Redis
 
+from orrery_gateway import turns
 from orrery_gateway.fanin import TurnStreams
 from orrery_gateway.turns import TurnSilent
+from orrery_shared.http import ApiError
 from tests.support.infra import Infra
 from tests.support.processes import free_port, private_redis
 
@@ -81,6 +84,9 @@ async def test_a_follower_started_after_the_reply_gets_it_all_and_a_resume_only_
     assert "".join(f.get("text", "") for f in whole) == "Mind the spores." and whole[-1]["type"] == "turn.done"
     resumed = await asyncio.wait_for(collect(streams.follow(turn_id, after_seq=2)), 5)
     assert [f["seq"] for f in resumed] == [3, 4]
+    # Resuming after the end (or past it) ends at once, rather than waiting out the silence limit.
+    for past in (4, 9):
+        assert await asyncio.wait_for(collect(streams.follow(turn_id, after_seq=past, silence_s=60)), 2) == []
 
 
 async def test_a_second_follower_joining_mid_stream_reads_from_the_start_without_disturbing_the_first(
@@ -163,3 +169,23 @@ async def test_a_silent_stretch_is_announced_once_as_delayed_and_the_turn_goes_o
         ("delta", 2),
         ("turn.done", 3),
     ]
+
+
+async def test_a_turn_is_followable_by_its_owner_until_its_stream_is_gone_and_no_reply_can_come(redis: Redis) -> None:
+    owner, other = uuid4(), uuid4()
+    fresh, kept, gone = uuid4(), uuid4(), uuid4()
+    for turn_id in (fresh, kept, gone):
+        await turns.claim(redis, turn_id, owner)
+    await write(redis, kept, *reply(["Still ", "here."], uuid4()))
+    long_ago = time.time() - 600
+    for turn_id in (kept, gone):  # asked ten minutes ago
+        await redis.set(f"turn:{turn_id}:owner", f"{owner} {long_ago:.0f}")
+
+    await turns.followable(redis, fresh, owner, waits_s=120)  # its reply may still be on its way
+    await turns.followable(redis, kept, owner, waits_s=120)
+    with pytest.raises(ApiError) as refused:
+        await turns.followable(redis, gone, owner, waits_s=120)
+    assert (refused.value.status, refused.value.code) == (410, "gone")
+    with pytest.raises(ApiError) as foreign:
+        await turns.followable(redis, kept, other, waits_s=120)
+    assert foreign.value.status == 404
