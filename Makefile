@@ -39,7 +39,7 @@ docs: deps ## regenerate the documents derived from code
 	@$(PY) -m scripts.public_openapi
 
 fuzz-api: deps infra-up ## schemathesis over the whole public API, >= 20,000 cases (the suite runs a short version)
-	@ORRERY_FUZZ_EXAMPLES=$${ORRERY_FUZZ_EXAMPLES:-600} ORRERY_FUZZ_MIN_CASES=$${ORRERY_FUZZ_MIN_CASES:-20000} \
+	@ORRERY_FUZZ_EXAMPLES=$${ORRERY_FUZZ_EXAMPLES:-700} ORRERY_FUZZ_MIN_CASES=$${ORRERY_FUZZ_MIN_CASES:-20000} \
 		$(PY) -m pytest tests/e2e/test_gateway_schema.py -s $(PYTEST_ARGS)
 
 bench: deps infra-up

@@ -12,6 +12,9 @@ from typing import Any
 
 NUL = "\x00"
 
+# A JSON Schema (and pydantic) pattern for text that must say something: storable, and not only whitespace.
+NOT_BLANK = r"^[^\x00]*[^\s\x00][^\x00]*$"
+
 
 def text_problem(text: str) -> str | None:
     """Why `text` cannot be stored, or None if it can."""

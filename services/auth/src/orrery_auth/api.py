@@ -23,6 +23,7 @@ from orrery_auth.handlers import AuthHandlers
 from orrery_auth.keys import KeyRing
 from orrery_shared.auth import JwtVerifier, Principal, optional_principal_dependency, principal_dependency
 from orrery_shared.http import ApiError
+from orrery_shared.text import NOT_BLANK
 
 T = TypeVar("T")
 
@@ -73,11 +74,11 @@ class GuestRequest(_Body):
 
 
 class VerifyRequest(_Body):
-    token: str = Field(min_length=1, max_length=SECRET_MAX, description="the token from the sign-in link")
+    token: str = Field(max_length=SECRET_MAX, pattern=NOT_BLANK, description="the token from the sign-in link")
 
 
 class RefreshRequest(_Body):
-    refresh_token: str = Field(min_length=1, max_length=SECRET_MAX)
+    refresh_token: str = Field(max_length=SECRET_MAX, pattern=NOT_BLANK)
 
 
 class UserView(BaseModel):

@@ -33,6 +33,7 @@ from orrery_gateway.upstream import HOP_HEADERS, Upstream
 from orrery_shared.auth import Principal
 from orrery_shared.events import TraitOverrides
 from orrery_shared.http import PG_INT_MAX, ApiError
+from orrery_shared.text import NOT_BLANK
 
 router = APIRouter()
 
@@ -69,7 +70,7 @@ class ChatIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    text: str = Field(min_length=1, max_length=100_000)
+    text: str = Field(max_length=100_000, pattern=NOT_BLANK)
     session_id: UUID | None = None
     project_id: UUID | None = None
     character_id: UUID | None = None
