@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: run test deps infra-up infra-down migrate lint format docs bench fuzz-api clean
+.PHONY: run test deps infra-up infra-down migrate lint format docs bench fuzz-api chaos clean
 
 run: deps infra-up migrate ## everything up, offline on the LLM stub; Ctrl-C stops it all
 	@$(PY) scripts/run_platform.py
@@ -44,6 +44,9 @@ fuzz-api: deps infra-up ## schemathesis over the whole public API, >= 20,000 cas
 
 bench: deps infra-up
 	@for b in bench/[a-z]*.py; do m=$$(basename $$b .py); echo "== bench.$$m"; $(PY) -m bench.$$m || exit 1; done
+
+chaos: deps infra-up ## the replicated platform under CHAOS_FAULTS faults (default 1200), then invariants and a table
+	@$(PY) -m tests.chaos.run --faults $${CHAOS_FAULTS:-1200} $(CHAOS_ARGS)
 
 clean: infra-down
 	rm -rf .orrery .venv

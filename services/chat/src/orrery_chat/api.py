@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from uuid import UUID, uuid4
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from orrery_chat import repository as repo
 from orrery_chat.chatfile import ChatFileError, parse_chat_file, write_chat_file
@@ -135,6 +135,28 @@ async def usage(request: Request, principal: CurrentPrincipal) -> UsagePublic:
             )
             for r in rows
         ]
+    )
+
+
+class TurnPublic(BaseModel):
+    turn_id: UUID
+    conversation_id: UUID
+    status: str = Field(description="processing, completed, cancelled or failed")
+    assistant_message_id: UUID | None = Field(description="the reply, once stored")
+
+
+@router.get("/turns/{turn_id}", response_model=TurnPublic)
+async def get_turn(request: Request, turn_id: UUID, principal: CurrentPrincipal) -> TurnPublic:
+    """One of the caller's turns: how far it got, and its reply once stored."""
+    async with _deps(request).db.transaction() as tx:
+        row = await repo.turn_of(tx.session, turn_id, principal.user_id)
+    if row is None:
+        raise ApiError(404, "not_found", "no such turn")
+    return TurnPublic(
+        turn_id=row.turn_id,
+        conversation_id=row.conversation_id,
+        status=row.status,
+        assistant_message_id=row.assistant_message_id,
     )
 
 

@@ -87,6 +87,16 @@ async def usage_by_model(session: AsyncSession, user_id: UUID) -> list[Any]:
     return list(await session.execute(query))
 
 
+async def turn_of(session: AsyncSession, turn_id: UUID, user_id: UUID) -> Any:
+    """A turn of one of the user's conversations (None otherwise)."""
+    query = (
+        sa.select(turns.c.turn_id, turns.c.conversation_id, turns.c.status, turns.c.assistant_message_id)
+        .join(conversations, conversations.c.conversation_id == turns.c.conversation_id)
+        .where(turns.c.turn_id == turn_id, conversations.c.user_id == user_id)
+    )
+    return (await session.execute(query)).first()
+
+
 async def all_messages(session: AsyncSession, conversation_id: UUID) -> list[StoredMessage]:
     query = sa.select(messages).where(messages.c.conversation_id == conversation_id).order_by(messages.c.seq)
     return [stored_from_row(row) for row in await session.execute(query)]

@@ -515,3 +515,18 @@ async def test_a_turn_naming_another_users_project_is_refused_and_its_own_projec
     assert missing.status_code == 404
     mine = await http.get(f"/conversations/{second_conversation}", headers=token_minter.headers(client.user_id))
     assert mine.json()["project_id"] == str(project)
+
+
+async def test_a_turn_is_told_to_its_owner_only(
+    chat: App, client: Client, llm_stub: StubControl, token_minter: TokenMinter
+) -> None:
+    _, http = chat
+    persona = await client.introduce()
+    turn = await client.send(uuid4(), persona.character_id, "Is it done?")
+    done = (await client.until_final(turn.turn_id))[-1]
+    told = await http.get(f"/conversations/turns/{turn.turn_id}", headers=token_minter.headers(client.user_id))
+    assert told.status_code == 200
+    assert told.json()["status"] == "completed" and told.json()["assistant_message_id"] == done["message_id"]
+    assert told.json()["conversation_id"] == str(turn.conversation_id)
+    other = await http.get(f"/conversations/turns/{turn.turn_id}", headers=token_minter.headers(uuid4()))
+    assert other.status_code == 404

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -200,6 +201,7 @@ def _resume_after(turn_id: UUID, last_event_id: str | None, after_seq: int | Non
     responses={**EVENT_STREAM, 410: {"description": "the reply is no longer kept (`gone`): read the messages"}},
 )
 async def turn_stream(
+    request: Request,
     turn_id: UUID,
     gw: GatewayDep,
     principal: Caller,
@@ -210,7 +212,9 @@ async def turn_stream(
     `EventSource` reconnecting, or a client that lost `POST /api/chat/stream`'s connection, needs. Ends with
     `end {status, message_id}` or `error`."""
     after = _resume_after(turn_id, last_event_id, after_seq)
-    await turns.followable(gw.redis, turn_id, principal.user_id, gw.settings.turn_timeout_seconds)
+    authorization = _authorization(request) or ""
+    lookup = functools.partial(gw.upstreams.turn, authorization)
+    await turns.followable(gw.redis, turn_id, principal.user_id, gw.settings.turn_timeout_seconds, lookup)
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Turn-Id": str(turn_id)}
     events = _reply_events(gw, turn_id, after, with_end=True)
     return StreamingResponse(events, media_type="text/event-stream", headers=headers)

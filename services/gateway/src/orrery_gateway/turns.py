@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 from uuid import UUID
 
@@ -38,12 +39,27 @@ async def owned_by(redis: Redis, turn_id: UUID, user_id: UUID) -> bool:
     return found is not None and found[0] == str(user_id)
 
 
-async def followable(redis: Redis, turn_id: UUID, user_id: UUID, waits_s: float) -> None:
+# Chat's account of a turn of the caller's (GET /conversations/turns/{id}); None when it has none.
+TurnLookup = Callable[[UUID], Awaitable[dict[str, Any] | None]]
+
+
+async def followable(redis: Redis, turn_id: UUID, user_id: UUID, waits_s: float, lookup: TurnLookup) -> None:
     """Check that the user may follow the turn's reply and that it is still there to follow: 404 for a turn that
     is not theirs, 410 for one whose stream is gone (expired after its end, or its conversation deleted) while
-    no reply can be on its way any more (asked more than `waits_s` ago)."""
+    no reply can be on its way any more (asked more than `waits_s` ago).
+
+    Who asked for a turn is kept in Redis; when Redis lost it (a restart), chat, which stores every turn, tells:
+    a turn chat still answers is followed (its reply starts again on a new stream), a finished one is gone."""
     found = await _claim_of(redis, turn_id)
-    if found is None or found[0] != str(user_id):
+    if found is None:
+        stored = await lookup(turn_id)
+        if stored is None:
+            raise ApiError(404, "not_found", "no such turn")
+        await redis.set(owner_key(turn_id), f"{user_id} 0", ex=OWNER_TTL_SECONDS)
+        if stored["status"] != "processing" and not await redis.exists(stream_key(turn_id)):
+            raise ApiError(410, "gone", "this reply is no longer kept; it is among the conversation's messages")
+        return
+    if found[0] != str(user_id):
         raise ApiError(404, "not_found", "no such turn")
     if time.time() - found[1] > waits_s and not await redis.exists(stream_key(turn_id)):
         raise ApiError(410, "gone", "this reply is no longer kept; it is among the conversation's messages")

@@ -101,6 +101,10 @@ class Upstreams:
         found: dict[str, Any] | None = await self.chat.get_json(f"/conversations/{conversation_id}", authorization)
         return found
 
+    async def turn(self, authorization: str, turn_id: UUID) -> dict[str, Any] | None:
+        found: dict[str, Any] | None = await self.chat.get_json(f"/conversations/turns/{turn_id}", authorization)
+        return found
+
     async def aclose(self) -> None:
         for upstream in (self.auth, self.characters, self.chat, self.dossier):
             await upstream.aclose()

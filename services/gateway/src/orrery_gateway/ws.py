@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 from datetime import UTC, datetime
@@ -241,7 +242,8 @@ class Session:
             await turns.request_cancel(self.gw.redis, frame.turn_id)
         elif isinstance(frame, Resume):
             waits = self.gw.settings.turn_timeout_seconds
-            await turns.followable(self.gw.redis, frame.turn_id, self.principal.user_id, waits)
+            lookup = functools.partial(self.gw.upstreams.turn, self.authorization)
+            await turns.followable(self.gw.redis, frame.turn_id, self.principal.user_id, waits, lookup)
             self.relay(frame.turn_id, frame.after_seq)
 
     async def start_conversation(self, frame: StartConversation) -> None:

@@ -181,11 +181,34 @@ async def test_a_turn_is_followable_by_its_owner_until_its_stream_is_gone_and_no
     for turn_id in (kept, gone):  # asked ten minutes ago
         await redis.set(f"turn:{turn_id}:owner", f"{owner} {long_ago:.0f}")
 
-    await turns.followable(redis, fresh, owner, waits_s=120)  # its reply may still be on its way
-    await turns.followable(redis, kept, owner, waits_s=120)
+    async def chat_knows_none(turn_id: UUID) -> dict[str, Any] | None:
+        return None
+
+    await turns.followable(redis, fresh, owner, 120, chat_knows_none)  # its reply may still be on its way
+    await turns.followable(redis, kept, owner, 120, chat_knows_none)
     with pytest.raises(ApiError) as refused:
-        await turns.followable(redis, gone, owner, waits_s=120)
+        await turns.followable(redis, gone, owner, 120, chat_knows_none)
     assert (refused.value.status, refused.value.code) == (410, "gone")
     with pytest.raises(ApiError) as foreign:
-        await turns.followable(redis, kept, other, waits_s=120)
+        await turns.followable(redis, kept, other, 120, chat_knows_none)
     assert foreign.value.status == 404
+
+
+async def test_a_turn_whose_owner_redis_lost_is_followed_or_gone_as_chat_tells(redis: Redis) -> None:
+    owner = uuid4()
+    answering, finished, unknown = uuid4(), uuid4(), uuid4()
+    stored = {answering: "processing", finished: "completed"}
+
+    async def chat(turn_id: UUID) -> dict[str, Any] | None:
+        status = stored.get(turn_id)
+        return None if status is None else {"turn_id": str(turn_id), "status": status}
+
+    # No owner key (Redis restarted): the turn chat still answers is followed, and its owner remembered again.
+    await turns.followable(redis, answering, owner, 120, chat)
+    assert await turns.owned_by(redis, answering, owner)
+    with pytest.raises(ApiError) as gone:
+        await turns.followable(redis, finished, owner, 120, chat)  # finished, and its stream lost with Redis
+    assert gone.value.status == 410
+    with pytest.raises(ApiError) as missing:
+        await turns.followable(redis, unknown, owner, 120, chat)  # not this user's, says chat
+    assert missing.value.status == 404
