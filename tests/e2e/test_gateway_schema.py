@@ -51,6 +51,7 @@ def config(seeded: dict[str, str]) -> str:
         f'headers = {{ Authorization = "Bearer {seeded["token"]}" }}',
         "request-timeout = 60",
         "continue-on-failure = true",
+        "cache.enabled = false",
         'hooks = "tests.e2e.schemathesis_hooks"',
         f"generation.max-examples = {EXAMPLES}",
         "",
