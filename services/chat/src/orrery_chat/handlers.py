@@ -42,7 +42,6 @@ from orrery_chat.domain import (
     summary_request,
     title_from,
 )
-from orrery_chat.lru import Lru
 from orrery_chat.metrics import FIRST_DELTA_SECONDS, PROMPT_GUESSES
 from orrery_chat.personas import PersonaCache
 from orrery_chat.recent import RecentConversations
@@ -86,7 +85,6 @@ class ChatDeps:
     stream_finished_ttl: int = 300
     personas: PersonaCache = field(default_factory=PersonaCache)
     recent: RecentConversations = field(default_factory=RecentConversations)
-    written_seqs: Lru[UUID, int] = field(default_factory=lambda: Lru(10_000))  # interrupted turn -> last seq written
     background: set[asyncio.Task[None]] = field(default_factory=set)
     memory_locks: weakref.WeakValueDictionary[UUID, asyncio.Lock] = field(default_factory=weakref.WeakValueDictionary)
 
@@ -112,6 +110,7 @@ class TurnContext:
     user_message: StoredMessage
     redelivered: bool
     attempt: int  # this delivery's number among the turn's attempts (turns.attempts)
+    stream_seq: int = 0  # the last seq an interrupted earlier attempt wrote (turns.stream_seq)
 
 
 @dataclass(frozen=True)
@@ -129,7 +128,6 @@ async def handle_turn(event: ChatTurnRequested, deps: ChatDeps) -> None:
     stream = TokenStream(
         deps.redis,
         event.turn_id,
-        seq=deps.written_seqs.get(event.turn_id) or 0,
         active_ttl=deps.stream_active_ttl,
         finished_ttl=deps.stream_finished_ttl,
     )
@@ -143,16 +141,24 @@ async def handle_turn(event: ChatTurnRequested, deps: ChatDeps) -> None:
     try:
         await _answer(event, deps, stream, cancelled_early, guess)
     except BaseException:
-        # The consumer retries the turn in this process (Redis restarting, say, which loses the stream): the retry
-        # numbers on from what was written, so readers resuming after a seq they saw miss nothing.
+        # The turn is retried (Redis restarting, say, which loses the stream), maybe by another process: the
+        # retry numbers on from what was written, so readers resuming after a seq they saw miss nothing.
         if stream.seq:
-            deps.written_seqs.put(event.turn_id, stream.seq)
+            await _record_stream_seq(deps, event.turn_id, stream.seq)
         raise
     finally:
         if cancelled_early is not None:
             cancelled_early.cancel()  # a no-op once it is done
         if guess is not None and not guess.taken:
             await guess.drop()
+
+
+async def _record_stream_seq(deps: ChatDeps, turn_id: UUID, seq: int) -> None:
+    try:
+        async with asyncio.timeout(5), deps.db.direct_transaction() as tx:
+            await sql.record_stream_seq(tx, turn_id, seq)
+    except Exception as error:
+        log.warning("the stream's seq could not be recorded", extra={"turn_id": str(turn_id), "error": repr(error)})
 
 
 def _retrieve_outcome(future: asyncio.Future[Any]) -> None:
@@ -239,6 +245,7 @@ async def _answer(
             await stream.announce_done(started.assistant_message_id, started.status)
         return
     stream.attempt = started.attempt
+    stream.seq = max(stream.seq, started.stream_seq)
     if _expired(event, deps):
         # Nobody waits for a reply this late (after an outage, say): keep the message, spend no tokens.
         await _fail(started, deps, stream, "expired: the message waited too long to be answered; send it again")
@@ -356,16 +363,18 @@ async def begin_turn(
             client_msg_id=event.client_msg_id,
             after_seq=memory.upto_seq,
         )
-        user_message, redelivered, attempt = history[-1], False, 1
+        user_message, redelivered, attempt, stream_seq = history[-1], False, 1, 0
     else:
-        attempt = await sql.retry_turn(tx, event.turn_id)
+        attempt, stream_seq = await sql.retry_turn(tx, event.turn_id)
         found = await sql.message(tx, turn.user_message_id)
         assert found is not None
         user_message, redelivered = found, True
         history = await sql.messages_after(tx, event.conversation_id, memory.upto_seq)
     # The reply answers this turn's message: later messages (none, normally) stay out of its prompt.
     history = [m for m in history if m.seq <= user_message.seq]
-    return TurnContext(event, conversation.project_id, persona, memory, history, user_message, redelivered, attempt)
+    return TurnContext(
+        event, conversation.project_id, persona, memory, history, user_message, redelivered, attempt, stream_seq
+    )
 
 
 async def _visible_persona(tx: DirectTransaction, character_id: UUID, user_id: UUID, personas: PersonaCache) -> Persona:

@@ -86,6 +86,8 @@ turns = sa.Table(
     sa.Column("conversation_id", sa.Uuid, nullable=False),
     sa.Column("status", sa.Text, nullable=False),  # processing | completed | cancelled | failed
     sa.Column("attempts", sa.Integer, nullable=False, server_default="1"),
+    # The last seq an interrupted attempt wrote: the next one numbers on from it (see handlers.handle_turn).
+    sa.Column("stream_seq", sa.Integer, nullable=True),
     sa.Column("user_message_id", sa.Uuid, nullable=False),
     sa.Column("assistant_message_id", sa.Uuid, nullable=True),
     sa.Column("failure", sa.Text, nullable=True),

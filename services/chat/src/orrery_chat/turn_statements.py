@@ -201,7 +201,13 @@ UPDATE conversations SET memory_summary = %(summary)s::text, memory_upto_seq = %
 WHERE conversation_id = %(conversation_id)s::uuid AND memory_upto_seq < %(upto_seq)s::int
 """
 
-_RETRY_TURN = "UPDATE turns SET attempts = attempts + 1 WHERE turn_id = %(turn_id)s::uuid RETURNING attempts"
+_RETRY_TURN = """
+UPDATE turns SET attempts = attempts + 1 WHERE turn_id = %(turn_id)s::uuid RETURNING attempts, stream_seq
+"""
+
+_RECORD_STREAM_SEQ = """
+UPDATE turns SET stream_seq = GREATEST(COALESCE(stream_seq, 0), %(seq)s::int) WHERE turn_id = %(turn_id)s::uuid
+"""
 
 # Fenced like finishing: only the newest attempt of a turn still processing fails it.
 _FAIL_TURN = """
@@ -450,11 +456,17 @@ async def save_memory(tx: DirectTransaction, conversation_id: UUID, memory: Memo
     await tx.execute(_SAVE_MEMORY, params)
 
 
-async def retry_turn(tx: DirectTransaction, turn_id: UUID) -> int:
-    """Take the turn over as a new attempt; returns the attempt's number."""
+async def retry_turn(tx: DirectTransaction, turn_id: UUID) -> tuple[int, int]:
+    """Take the turn over as a new attempt; returns the attempt's number and the last seq an interrupted attempt
+    recorded (0 if none did)."""
     row = await tx.row(_RETRY_TURN, {"turn_id": turn_id})
     assert row is not None
-    return int(row.attempts)
+    return int(row.attempts), int(row.stream_seq or 0)
+
+
+async def record_stream_seq(tx: DirectTransaction, turn_id: UUID, seq: int) -> None:
+    """Remember how far an interrupted attempt numbered the turn's stream."""
+    await tx.execute(_RECORD_STREAM_SEQ, {"turn_id": turn_id, "seq": seq})
 
 
 async def message(tx: DirectTransaction, message_id: UUID) -> StoredMessage | None:

@@ -17,7 +17,8 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from orrery_chat.handlers import ChatDeps, handle_turn
-from orrery_chat.lru import Lru
+from orrery_chat.personas import PersonaCache
+from orrery_chat.recent import RecentConversations
 from orrery_chat.streams import TokenStream
 from orrery_shared.events import ChatTurnCompleted, ChatTurnRequested
 from services.chat.tests.integration.harness import Client, deltas
@@ -173,7 +174,7 @@ class RedisGoingAway:
         return await self._redis.eval(*args)
 
 
-async def test_a_turn_retried_after_redis_lost_its_stream_numbers_on_where_its_readers_left_off(
+async def test_a_turn_retried_elsewhere_after_redis_lost_its_stream_numbers_on_where_its_readers_left_off(
     chat: App, client: Client, llm_stub: StubControl
 ) -> None:
     app, _ = chat
@@ -192,16 +193,18 @@ async def test_a_turn_retried_after_redis_lost_its_stream_numbers_on_where_its_r
         character_id=persona.character_id,
         content="Tell me of the tides.",
     )
-    flaky = replace(deps, redis=RedisGoingAway(deps.redis, fail_at=6), written_seqs=Lru(10))
+    flaky = replace(deps, redis=RedisGoingAway(deps.redis, fail_at=6))
 
     # A write fails mid-reply: the turn ends there (no delta is skipped over) and the consumer will retry it.
     with pytest.raises(redis.exceptions.ConnectionError):
         await handle_turn(turn, flaky)
     written = await client.entries(turn.turn_id)
     assert written and all(e["type"] == "delta" for e in written)
-    # The restarted Redis has lost the stream and the fence; the retry in this process numbers on.
+    # The restarted Redis has lost the stream and the fence; the retry, by another process (nothing of the first
+    # attempt in its memory), numbers on from what the first one recorded.
     await client.redis.delete(f"turn:{turn.turn_id}", f"turn:{turn.turn_id}:attempt")
-    await handle_turn(turn, flaky)
+    another_process = replace(deps, personas=PersonaCache(), recent=RecentConversations())
+    await handle_turn(turn, another_process)
 
     entries = await client.entries(turn.turn_id)
     assert entries[0]["type"] == "restart"
