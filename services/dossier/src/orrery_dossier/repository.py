@@ -102,6 +102,18 @@ _STATE_COLUMNS = (
 )
 
 
+def _schedule(pending: Pending, pending_terms: Sequence[str], due_at: datetime | None) -> dict[str, Any]:
+    """A project's row values saying what waits for its next extraction, and when that is due."""
+    return {
+        "pending_count": pending.count,
+        "pending_score": pending.score,
+        "pending_chars": pending.chars,
+        "pending_terms": list(pending_terms),
+        "oldest_pending_at": pending.oldest,
+        "due_at": due_at,
+    }
+
+
 def _state(row: Any) -> ProjectState:
     return ProjectState(
         project_id=row.project_id,
@@ -287,12 +299,7 @@ class SqlStoreTx:
             sa.update(dossiers)
             .where(dossiers.c.project_id == project_id)
             .values(
-                pending_count=pending.count,
-                pending_score=pending.score,
-                pending_chars=pending.chars,
-                pending_terms=list(pending_terms),
-                oldest_pending_at=pending.oldest,
-                due_at=due_at,
+                **_schedule(pending, pending_terms, due_at),
                 retry_at=None,
                 attempts=0,
                 last_error=None,
@@ -419,14 +426,7 @@ class SqlStoreTx:
         await self._execute(
             sa.update(dossiers)
             .where(dossiers.c.project_id == project_id)
-            .values(
-                pending_count=pending.count,
-                pending_score=pending.score,
-                pending_chars=pending.chars,
-                pending_terms=list(pending_terms),
-                oldest_pending_at=pending.oldest,
-                due_at=due_at,
-            )
+            .values(**_schedule(pending, pending_terms, due_at))
         )
 
     async def erase_users(self, user_ids: Sequence[UUID]) -> int:

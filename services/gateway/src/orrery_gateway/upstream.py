@@ -39,8 +39,8 @@ class Upstream:
             event_hooks={"request": [_propagate]} if telemetry.enabled() else None,
         )
 
-    async def get_json(self, path: str, authorization: str, params: dict[str, Any] | None = None) -> Any:
-        """GET a JSON document as the caller; None when the service says 404."""
+    async def _get(self, path: str, authorization: str, params: dict[str, Any] | None) -> httpx.Response | None:
+        """GET as the caller; None when the service says 404, ApiError when it cannot answer or refuses."""
         try:
             response = await self.client.get(path, headers={"Authorization": authorization}, params=params)
         except httpx.HTTPError:
@@ -49,19 +49,17 @@ class Upstream:
             return None
         if response.status_code >= 400:
             raise _mapped(self.name, response)
-        return response.json()
+        return response
+
+    async def get_json(self, path: str, authorization: str, params: dict[str, Any] | None = None) -> Any:
+        """GET a JSON document as the caller; None when the service says 404."""
+        response = await self._get(path, authorization, params)
+        return None if response is None else response.json()
 
     async def get_bytes(self, path: str, authorization: str) -> bytes | None:
         """GET a document's bytes as the caller; None when the service says 404."""
-        try:
-            response = await self.client.get(path, headers={"Authorization": authorization})
-        except httpx.HTTPError:
-            raise ApiError(503, "unavailable", f"the {self.name} service is unreachable") from None
-        if response.status_code == 404:
-            return None
-        if response.status_code >= 400:
-            raise _mapped(self.name, response)
-        return response.content
+        response = await self._get(path, authorization, None)
+        return None if response is None else response.content
 
     async def aclose(self) -> None:
         await self.client.aclose()
