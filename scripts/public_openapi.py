@@ -16,6 +16,7 @@ import copy
 import json
 import sys
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any, cast
@@ -69,7 +70,7 @@ def _auth_router() -> APIRouter:
     from orrery_auth.keys import KeyRing, _private_key, generate_private_key_pem
 
     class Policy:  # the one attribute the router reads at build time
-        magic_link_ttl = __import__("datetime").timedelta(minutes=15)
+        magic_link_ttl = timedelta(minutes=15)
 
     class Handlers:
         policy = Policy()
