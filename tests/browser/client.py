@@ -98,7 +98,7 @@ async def stored_messages(page: Page, conversation_id: str) -> list[dict[str, An
     async with await as_user(page) as http:
         response = await http.get(f"/api/conversations/{conversation_id}/messages")
     assert response.status_code == 200, response.text
-    messages: list[dict[str, Any]] = response.json()["messages"]
+    messages: list[dict[str, Any]] = response.json()["messages"][::-1]  # the active path, oldest first
     return messages
 
 

@@ -99,7 +99,7 @@ async def test_a_guest_spins_meets_the_character_chats_and_finds_the_messages_li
     assert reply
 
     async with httpx.AsyncClient(base_url=GATEWAY, headers={"Authorization": f"Bearer {token}"}) as http:
-        listed = (await http.get(f"/api/conversations/{started['conversation_id']}/messages")).json()["messages"]
+        listed = (await http.get(f"/api/conversations/{started['conversation_id']}/messages")).json()["messages"][::-1]
         portrait = await http.get(character["portrait_url"])
     assert [(m["role"], m["content"]) for m in listed] == [
         ("assistant", character["greeting"]),
@@ -257,7 +257,7 @@ async def test_a_reply_dropped_on_one_gateway_resumes_on_another_exactly(stub: S
     assert seqs == list(range(1, len(seqs) + 1))  # no gap, no duplicate
     assert text_of(received) == reply
     async with httpx.AsyncClient(base_url=GATEWAY, headers={"Authorization": f"Bearer {token}"}) as http:
-        stored = (await http.get(f"/api/conversations/{conversation_id}/messages")).json()["messages"][-1]
+        stored = (await http.get(f"/api/conversations/{conversation_id}/messages")).json()["messages"][::-1][-1]
     assert stored["content"] == reply and stored["message_id"] == received[-1]["message_id"]
 
 

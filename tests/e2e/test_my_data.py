@@ -112,7 +112,7 @@ async def test_the_export_holds_everything_and_re_imports_and_erasing_leaves_no_
             await asyncio.sleep(0.2)
         assert again.status_code == 201, again.text
         copied = await http.get(f"/api/conversations/{again.json()['conversation_id']}/messages")
-        assert [m["content"] for m in copied.json()["messages"]] == [m["mes"] for m in exported_chat[1:]]
+        assert [m["content"] for m in copied.json()["messages"][::-1]] == [m["mes"] for m in exported_chat[1:]]
 
     # Erasing: the account is gone from every service, and its tokens stop working at once.
     async with httpx.AsyncClient(base_url=GATEWAY, headers=auth, timeout=60) as http:

@@ -7,12 +7,13 @@ from typing import Annotated, Any
 from uuid import UUID, uuid4
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from orrery_chat import repository as repo
 from orrery_chat.chatfile import ChatFileError, parse_chat_file, write_chat_file
-from orrery_chat.domain import ConversationNotFound, title_from
+from orrery_chat.domain import Busy, ConversationNotFound, MessageNotFound, NotAllowed, title_from
 from orrery_chat.handlers import ChatDeps, delete_conversation, end_conversation
+from orrery_chat.ports import PathMessage
 from orrery_shared.auth import CurrentPrincipal
 from orrery_shared.http import ApiError
 from orrery_shared.llm import LLMError
@@ -48,18 +49,52 @@ class ConversationsPublic(BaseModel):
 
 class MessagePublic(BaseModel):
     message_id: UUID
-    seq: int
+    seq: int = Field(description="the order messages were created in, within the conversation")
     role: str
     content: str
     status: str
     created_at: datetime
+    parent_id: UUID | None = Field(description="the message this one follows (null for a first message)")
+    sibling_index: int = Field(description="which of its parent's alternatives this is, from 1")
+    sibling_count: int = Field(description="how many alternatives its parent has")
 
 
 class MessagesPublic(BaseModel):
     conversation_id: UUID
-    messages: list[MessagePublic]
+    messages: list[MessagePublic] = Field(description="the active path, newest first")
     limit: int
-    offset: int
+    next_before: UUID | None = Field(description="pass as `before` for the older page; null at the first message")
+
+
+class TreeNodePublic(BaseModel):
+    message_id: UUID
+    parent_id: UUID | None
+    role: str
+    preview: str = Field(description="the message's first 80 characters")
+    active: bool = Field(description="on the active path")
+
+
+class TreePublic(BaseModel):
+    conversation_id: UUID
+    active_leaf_id: UUID | None
+    nodes: list[TreeNodePublic] = Field(description="every message, in creation order")
+
+
+class ActiveIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    message_id: UUID
+
+
+class ActivePublic(BaseModel):
+    conversation_id: UUID
+    active_leaf_id: UUID | None
+
+
+class MessageLocation(BaseModel):
+    message_id: UUID
+    conversation_id: UUID
+    role: str
 
 
 class EndedPublic(BaseModel):
@@ -107,7 +142,7 @@ async def list_conversations(
     request: Request, principal: CurrentPrincipal, limit: Limit = 50, offset: Offset = 0
 ) -> ConversationsPublic:
     """The caller's conversations, most recently active first."""
-    async with _deps(request).db.transaction() as tx:
+    async with _deps(request).database.transaction() as tx:
         rows = await repo.list_conversations(tx.session, principal.user_id, limit, offset)
     return ConversationsPublic(conversations=[_public(r) for r in rows], limit=limit, offset=offset)
 
@@ -126,7 +161,7 @@ class UsagePublic(BaseModel):
 @router.get("/usage", response_model=UsagePublic)
 async def usage(request: Request, principal: CurrentPrincipal) -> UsagePublic:
     """What the caller's stored replies cost, in tokens, by model."""
-    async with _deps(request).db.transaction() as tx:
+    async with _deps(request).database.transaction() as tx:
         rows = await repo.usage_by_model(tx.session, principal.user_id)
     return UsagePublic(
         by_model=[
@@ -148,7 +183,7 @@ class TurnPublic(BaseModel):
 @router.get("/turns/{turn_id}", response_model=TurnPublic)
 async def get_turn(request: Request, turn_id: UUID, principal: CurrentPrincipal) -> TurnPublic:
     """One of the caller's turns: how far it got, and its reply once stored."""
-    async with _deps(request).db.transaction() as tx:
+    async with _deps(request).database.transaction() as tx:
         row = await repo.turn_of(tx.session, turn_id, principal.user_id)
     if row is None:
         raise ApiError(404, "not_found", "no such turn")
@@ -160,9 +195,19 @@ async def get_turn(request: Request, turn_id: UUID, principal: CurrentPrincipal)
     )
 
 
+@router.get("/messages/{message_id}", response_model=MessageLocation)
+async def locate_message(request: Request, message_id: UUID, principal: CurrentPrincipal) -> MessageLocation:
+    """Which of the caller's conversations a message belongs to."""
+    async with _deps(request).database.transaction() as tx:
+        row = await repo.message_of(tx.session, message_id, principal.user_id)
+    if row is None:
+        raise ApiError(404, "not_found", "no such message")
+    return MessageLocation(message_id=message_id, conversation_id=row.conversation_id, role=row.role)
+
+
 @router.get("/{conversation_id}", response_model=ConversationPublic)
 async def get_conversation(request: Request, conversation_id: UUID, principal: CurrentPrincipal) -> ConversationPublic:
-    async with _deps(request).db.transaction() as tx:
+    async with _deps(request).database.transaction() as tx:
         row = await repo.conversation_of(tx.session, conversation_id, principal.user_id)
         if row is None:
             raise _not_found()
@@ -173,21 +218,94 @@ async def get_conversation(request: Request, conversation_id: UUID, principal: C
     return public
 
 
+def _message_public(m: PathMessage) -> MessagePublic:
+    stored = m.message
+    return MessagePublic(
+        message_id=stored.message_id,
+        seq=stored.seq,
+        role=stored.role,
+        content=stored.content,
+        status=stored.status,
+        created_at=stored.created_at,
+        parent_id=stored.parent_id,
+        sibling_index=m.sibling_index,
+        sibling_count=m.sibling_count,
+    )
+
+
 @router.get("/{conversation_id}/messages", response_model=MessagesPublic)
 async def list_messages(
-    request: Request, conversation_id: UUID, principal: CurrentPrincipal, limit: Limit = 50, offset: Offset = 0
+    request: Request,
+    conversation_id: UUID,
+    principal: CurrentPrincipal,
+    limit: Limit = 50,
+    before: Annotated[UUID | None, Query(description="a message of the path: the page above it")] = None,
 ) -> MessagesPublic:
-    """Messages in conversation order (the character's greeting first)."""
-    async with _deps(request).db.transaction() as tx:
-        if await repo.conversation_of(tx.session, conversation_id, principal.user_id) is None:
+    """The active path, newest first, a page at a time; each message with its place among its alternatives."""
+    async with _deps(request).database.transaction() as tx:
+        row = await repo.conversation_of(tx.session, conversation_id, principal.user_id)
+        if row is None:
             raise _not_found()
-        page = await repo.page_of_messages(tx.session, conversation_id, limit, offset)
+        try:
+            page, next_before = await repo.path_page(tx.session, conversation_id, row.active_leaf_id, before, limit)
+        except MessageNotFound:
+            raise ApiError(404, "not_found", "`before` is not a message of the active path") from None
     return MessagesPublic(
         conversation_id=conversation_id,
-        messages=[MessagePublic(**m.__dict__) for m in page],
+        messages=[_message_public(m) for m in page],
         limit=limit,
-        offset=offset,
+        next_before=next_before,
     )
+
+
+@router.get("/{conversation_id}/tree", response_model=TreePublic)
+async def get_tree(request: Request, conversation_id: UUID, principal: CurrentPrincipal) -> TreePublic:
+    """Every message of the conversation, compactly, for a branch navigator."""
+    async with _deps(request).database.transaction() as tx:
+        row = await repo.conversation_of(tx.session, conversation_id, principal.user_id)
+        if row is None:
+            raise _not_found()
+        nodes = await repo.whole_tree(tx.session, conversation_id, row.active_leaf_id)
+    return TreePublic(
+        conversation_id=conversation_id,
+        active_leaf_id=row.active_leaf_id,
+        nodes=[TreeNodePublic(**n.__dict__) for n in nodes],
+    )
+
+
+@router.put("/{conversation_id}/active", response_model=ActivePublic)
+async def select_branch(
+    request: Request, conversation_id: UUID, body: ActiveIn, principal: CurrentPrincipal
+) -> ActivePublic:
+    """Make the path through a message active, down to its most recently active descendant."""
+    async with _deps(request).database.transaction() as tx:
+        if await repo.lock_conversation(tx.session, conversation_id, principal.user_id) is None:
+            raise _not_found()
+        try:
+            leaf = await repo.select(tx.session, conversation_id, body.message_id)
+        except MessageNotFound:
+            raise ApiError(404, "not_found", "no such message in this conversation") from None
+    return ActivePublic(conversation_id=conversation_id, active_leaf_id=leaf)
+
+
+@router.delete("/{conversation_id}/messages/{message_id}", response_model=ActivePublic)
+async def delete_message(
+    request: Request, conversation_id: UUID, message_id: UUID, principal: CurrentPrincipal
+) -> ActivePublic:
+    """Delete a message and everything below it; the active path moves to an alternative or the parent."""
+    async with _deps(request).database.transaction() as tx:
+        conversation = await repo.lock_conversation(tx.session, conversation_id, principal.user_id)
+        if conversation is None:
+            raise _not_found()
+        try:
+            leaf = await repo.delete_message(tx.session, conversation, message_id)
+        except MessageNotFound:
+            raise ApiError(404, "not_found", "no such message in this conversation") from None
+        except Busy as why:
+            raise ApiError(409, "busy", str(why)) from None
+        except NotAllowed as why:
+            raise ApiError(409, "not_allowed", str(why)) from None
+    return ActivePublic(conversation_id=conversation_id, active_leaf_id=leaf)
 
 
 @router.get(
@@ -197,12 +315,12 @@ async def list_messages(
 )
 async def export(request: Request, conversation_id: UUID, principal: CurrentPrincipal) -> Response:
     """The conversation as a SillyTavern JSONL chat file (a header line, then one line per message)."""
-    async with _deps(request).db.transaction() as tx:
+    async with _deps(request).database.transaction() as tx:
         row = await repo.conversation_of(tx.session, conversation_id, principal.user_id)
         if row is None:
             raise _not_found()
         persona = await repo.persona(tx.session, row.character_id)
-        stored = await repo.all_messages(tx.session, conversation_id)
+        path = await repo.active_path(tx.session, conversation_id, row.active_leaf_id)
     character_name = persona.name if persona is not None else "Character"
     metadata = {
         "orrery": {
@@ -213,6 +331,7 @@ async def export(request: Request, conversation_id: UUID, principal: CurrentPrin
             "summary": row.end_summary,
         }
     }
+    stored = [m.message for m in path]
     text = write_chat_file(principal.name or "You", character_name, row.created_at, stored, metadata)
     filename = f"{_file_safe(character_name)}-{conversation_id}.jsonl"
     headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
@@ -244,7 +363,7 @@ async def import_chat(request: Request, principal: CurrentPrincipal, character_i
     entries = [(m.role, m.content, m.sent_at or now) for m in chat.messages]
     first_user = next((m.content for m in chat.messages if m.role == "user"), chat.messages[0].content)
     conversation_id = uuid4()
-    async with _deps(request).db.transaction() as tx:
+    async with _deps(request).database.transaction() as tx:
         persona = await repo.persona(tx.session, character_id)
         if persona is None or not persona.visible_to(principal.user_id):
             raise ApiError(404, "not_found", "no such character")

@@ -15,6 +15,8 @@ from orrery_chat.handlers import (
     reown_after_merge,
 )
 from orrery_chat.settings import ChatSettings, load
+from orrery_chat.store import PostgresTurnStore
+from orrery_chat.streams import RedisTokenStream
 from orrery_shared.auth import JwtVerifier, install_verifier
 from orrery_shared.db import Transaction, idempotent
 from orrery_shared.events import CharacterCreated, ChatTurnRequested, ConversationDeleted, UserErased, UserMerged
@@ -32,9 +34,16 @@ def create_app(settings: ChatSettings | None = None) -> FastAPI:
     runtime = Runtime("chat", settings, use_redis=True)
     assert runtime.redis is not None
     llm = LLMClient.from_env()
+    redis = runtime.redis
+    stream_ttls = {
+        "active_ttl": settings.stream_active_ttl_seconds,
+        "finished_ttl": settings.stream_finished_ttl_seconds,
+    }
     deps = ChatDeps(
+        store=PostgresTurnStore(runtime.database),
+        open_stream=lambda turn_id: RedisTokenStream(redis, turn_id, **stream_ttls),
         db=runtime.database,
-        redis=runtime.redis,
+        redis=redis,
         llm=llm,
         # A conversation's recent messages are priced again on every turn: remember their prices.
         count=functools.lru_cache(maxsize=TOKEN_ESTIMATES_KEPT)(estimate_tokens),
@@ -54,18 +63,10 @@ def create_app(settings: ChatSettings | None = None) -> FastAPI:
     # conversations are answered concurrently, so one long reply never delays another user's.
     subscribe(runtime.broker, ChatTurnRequested, f"{group}.turns", on_turn, concurrency=settings.turn_concurrency)
 
-    async def on_character(event: CharacterCreated, tx: Transaction) -> None:
-        await project_character(event, tx, deps.personas)
-
-    projection = idempotent(runtime.database, f"{group}.characters", on_character)
+    projection = idempotent(runtime.database, f"{group}.characters", project_character)
     subscribe(runtime.broker, CharacterCreated, f"{group}.characters", projection)
 
-    async def on_merge(event: UserMerged, tx: Transaction) -> None:
-        await reown_after_merge(event, tx)
-        deps.personas.clear()  # characters changed owners
-        deps.recent.clear()  # and so did conversations
-
-    merges = idempotent(runtime.database, f"{group}.merges", on_merge)
+    merges = idempotent(runtime.database, f"{group}.merges", reown_after_merge)
     subscribe(runtime.broker, UserMerged, f"{group}.merges", merges)
 
     async def on_deleted(event: ConversationDeleted) -> None:
@@ -75,8 +76,6 @@ def create_app(settings: ChatSettings | None = None) -> FastAPI:
 
     async def on_erased(event: UserErased, tx: Transaction) -> None:
         await erase_user(event, tx, deps)
-        deps.personas.clear()  # some characters are gone
-        deps.recent.clear()  # and so are conversations
 
     erasures = idempotent(runtime.database, f"{group}.erasures", on_erased)
     subscribe(runtime.broker, UserErased, f"{group}.erasures", erasures)

@@ -1,4 +1,11 @@
-"""The chat domain: personas, prompts within a token budget, rolling memory, titles. No I/O here."""
+"""The chat domain: personas, prompts within a token budget, rolling memory, titles. No I/O here.
+
+A conversation is a tree of messages: each has a parent (a first message, the greeting or one of its
+alternatives, has none), and the conversation has an active leaf. What the user sees, and everything a prompt
+is built from, is the path from the root to that leaf. Memory follows the path: a rolling summary belongs to the
+message it reaches and covers the path from the root to it, so the branches below that message share it and
+the others never see it.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 from uuid import UUID
+
+from orrery_shared.llm.messages import ChatMessage, assistant, system, user
 
 Role = Literal["user", "assistant"]
 MessageStatus = Literal["complete", "cancelled", "failed"]
@@ -28,8 +37,16 @@ class CharacterUnknown(ChatError):
     """The turn names a character this service has not heard of (yet)."""
 
 
-class ConversationEnded(ChatError):
-    """The conversation was ended; it takes no more turns."""
+class MessageNotFound(ChatError):
+    """No such message in the conversation."""
+
+
+class NotAllowed(ChatError):
+    """What was asked cannot be done to this message (regenerate a user message, say); the text says why."""
+
+
+class Busy(ChatError):
+    """A reply is being generated where the change would apply; try again when it is done."""
 
 
 @dataclass(frozen=True)
@@ -57,19 +74,30 @@ class Persona:
 @dataclass(frozen=True)
 class StoredMessage:
     message_id: UUID
-    seq: int
+    seq: int  # creation order within the conversation
     role: Role
     content: str
     status: MessageStatus
     created_at: datetime
+    parent_id: UUID | None = None
+    turn_id: UUID | None = None
 
 
 @dataclass(frozen=True)
 class Memory:
-    """The conversation's rolling summary, covering every message up to `upto_seq`."""
+    """A rolling summary of a path, from the root down to message `through` (None: nothing summarised yet)."""
 
     summary: str = ""
-    upto_seq: int = 0
+    through: UUID | None = None
+
+
+@dataclass(frozen=True)
+class PathContext:
+    """What a prompt can draw on at one message of the tree: the summary nearest above it on its path, and the
+    messages after that summary down to the message itself (in order)."""
+
+    memory: Memory
+    tail: list[StoredMessage]
 
 
 @dataclass(frozen=True)
@@ -84,8 +112,13 @@ class MemoryPolicy:
 
 @dataclass(frozen=True)
 class Prompt:
-    messages: list[dict[str, str]]
+    messages: list[ChatMessage]
     window: list[StoredMessage] = field(default_factory=list)
+
+
+# SillyTavern's "continue nudge": models that do not take a partial assistant message as the start of their
+# reply are told to go on from it instead.
+CONTINUE_NUDGE = "[Continue your last message from exactly where it stopped. Do not repeat any of it.]"
 
 
 def system_prompt(persona: Persona, memory: Memory) -> str:
@@ -121,25 +154,26 @@ def recent_window(history: Sequence[StoredMessage], budget: int, count: TokenCou
 
 
 def build_prompt(
-    persona: Persona, memory: Memory, history: Sequence[StoredMessage], policy: MemoryPolicy, count: TokenCounter
+    persona: Persona, context: PathContext, policy: MemoryPolicy, count: TokenCounter, *, continuing: bool = False
 ) -> Prompt:
-    """Persona + rolling summary + the recent messages that fit the budget (history ends with the user's turn).
+    """Persona + the path's rolling summary + its recent messages that fit the budget. The path ends with the
+    message the reply answers (a user's, normally), or with the assistant message being continued.
 
     Messages already folded into the summary never reach the prompt, so prompt size stops growing once the
-    budget is reached while older facts live on in the summary.
+    budget is reached while older facts live on in the summary. Nothing off the path is in it.
     """
-    unsummarised = [m for m in history if m.seq > memory.upto_seq and m.content]
+    unsummarised = [m for m in context.tail if m.content]
     window = recent_window(unsummarised, policy.window_tokens, count)
-    messages = [{"role": "system", "content": system_prompt(persona, memory)}]
-    messages += [{"role": m.role, "content": m.content} for m in window]
+    messages = [system(system_prompt(persona, context.memory))]
+    messages += [user(m.content) if m.role == "user" else assistant(m.content) for m in window]
+    if continuing:
+        messages.append(system(CONTINUE_NUDGE))
     return Prompt(messages, window)
 
 
-def messages_to_fold(
-    history: Sequence[StoredMessage], memory: Memory, policy: MemoryPolicy, count: TokenCounter
-) -> list[StoredMessage]:
-    """The oldest unsummarised messages to fold into the summary, or none while the window still fits."""
-    unsummarised = [m for m in history if m.seq > memory.upto_seq and m.content]
+def messages_to_fold(tail: Sequence[StoredMessage], policy: MemoryPolicy, count: TokenCounter) -> list[StoredMessage]:
+    """The oldest unsummarised messages of a path to fold into its summary, or none while the window fits."""
+    unsummarised = [m for m in tail if m.content]
     total = sum(message_cost(m, count) for m in unsummarised)
     if total <= policy.window_tokens:
         return []
@@ -147,7 +181,7 @@ def messages_to_fold(
     return unsummarised[: len(unsummarised) - len(keep)]
 
 
-def summary_request(memory: Memory, persona: Persona, folded: Sequence[StoredMessage]) -> list[dict[str, str]]:
+def summary_request(memory: Memory, persona: Persona, folded: Sequence[StoredMessage]) -> list[ChatMessage]:
     """Messages asking the summary model to merge older messages into the running summary."""
     transcript = "\n".join(f"{'User' if m.role == 'user' else persona.name}: {m.content}" for m in folded)
     return [
@@ -167,7 +201,7 @@ def summary_request(memory: Memory, persona: Persona, folded: Sequence[StoredMes
 
 def conversation_summary_request(
     persona: Persona, memory: Memory, recent: Sequence[StoredMessage]
-) -> list[dict[str, str]]:
+) -> list[ChatMessage]:
     """Messages asking for the closing summary of a whole conversation (when the user ends it)."""
     transcript = "\n".join(f"{'User' if m.role == 'user' else persona.name}: {m.content}" for m in recent)
     return [

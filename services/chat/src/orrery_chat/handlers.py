@@ -1,53 +1,46 @@
-"""Use cases of the chat service: answering a turn, keeping memory, ending a conversation, projections.
+"""Use cases of the chat service: answering a turn (a reply, a regenerate, a continue, an edit), keeping memory,
+ending a conversation, projections, forgetting. They take ports (orrery_chat.ports), never connections.
 
-A turn is processed exactly once in effect even though Kafka delivers at least once: the `turns` row records
-how far it got. A redelivery of a finished turn only re-announces `done`; a redelivery of a turn that was
-interrupted mid-stream (the process died) announces `restart` and generates the reply anew; either way one
-assistant message and one completed event exist.
-
-A redelivery can also come while the earlier attempt is still alive (a rebalance handed the turn to another
-process). Attempts are therefore fenced: each has a number (`turns.attempts`), only the newest may write to the
-token stream (see orrery_chat.streams) or store a result, and the database holds at most one reply per turn. The
-older attempt finds out at its next write or when it stores, and stops without a word.
+A turn is processed exactly once in effect even though Kafka delivers at least once (see orrery_chat.store): a
+redelivery of a finished turn only re-announces its result; a redelivery of a turn interrupted mid-stream (the
+process died) announces `restart` and generates the reply anew. A redelivery can come while the earlier attempt
+is still alive (a rebalance handed the turn to another process): only the newest attempt may write to the token
+stream or store a result, so the older one finds out at its next write or when it stores, and stops without a
+word.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import weakref
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 from uuid import UUID, uuid4
 
 from redis.asyncio import Redis
 
 from orrery_chat import repository as repo
-from orrery_chat import turn_statements as sql
 from orrery_chat.domain import (
     CharacterUnknown,
     ConversationNotFound,
     Memory,
     MemoryPolicy,
+    MessageNotFound,
+    NotAllowed,
     Persona,
-    Prompt,
     StoredMessage,
     TokenCounter,
     build_prompt,
     conversation_summary_request,
     messages_to_fold,
     summary_request,
-    title_from,
 )
-from orrery_chat.metrics import FIRST_DELTA_SECONDS, PROMPT_GUESSES
-from orrery_chat.personas import PersonaCache
-from orrery_chat.recent import RecentConversations
-from orrery_chat.streams import TokenStream
+from orrery_chat.metrics import FIRST_DELTA_SECONDS
+from orrery_chat.ports import FinishedTurn, LanguageModel, Reply, StartedTurn, TokenStream, TurnStore
 from orrery_shared.db import Database, Transaction
-from orrery_shared.db.direct import DirectTransaction
 from orrery_shared.events import (
     CharacterCreated,
     ChatTurnCompleted,
@@ -59,32 +52,28 @@ from orrery_shared.events import (
     UserErased,
     UserMerged,
 )
-from orrery_shared.llm import ChatResult, ChatStream, LLMError, StreamInterruptedError
+from orrery_shared.llm import ChatResult, LLMError, StreamInterruptedError
 from orrery_shared.llm.messages import ChatMessage
 from orrery_shared.turn_keys import all_keys
 
 log = logging.getLogger(__name__)
 
-
-class LanguageModel(Protocol):
-    def stream_chat(self, messages: list[ChatMessage], *, task: str = "chat") -> ChatStream: ...
-
-    async def complete(self, messages: list[ChatMessage], *, task: str = "chat") -> ChatResult: ...
+EXPIRED = "expired: the message waited too long to be answered; send it again"
 
 
 @dataclass
 class ChatDeps:
-    db: Database
-    redis: Redis
+    store: TurnStore
+    open_stream: Callable[[UUID], TokenStream]  # a turn's token stream, by turn id
     llm: LanguageModel
     count: TokenCounter
+    db: Database | None = None  # the read API's and projections' transactions
+    redis: Redis | None = None  # deleting token streams
     policy: MemoryPolicy = field(default_factory=MemoryPolicy)
     character_wait_s: float = 5.0
     turn_expiry_s: float = 600.0
     stream_active_ttl: int = 3600
     stream_finished_ttl: int = 300
-    personas: PersonaCache = field(default_factory=PersonaCache)
-    recent: RecentConversations = field(default_factory=RecentConversations)
     background: set[asyncio.Task[None]] = field(default_factory=set)
     memory_locks: weakref.WeakValueDictionary[UUID, asyncio.Lock] = field(default_factory=weakref.WeakValueDictionary)
 
@@ -99,307 +88,96 @@ class ChatDeps:
         if self.background:
             await asyncio.wait(list(self.background), timeout=30)
 
-
-@dataclass(frozen=True)
-class TurnContext:
-    event: ChatTurnRequested
-    project_id: UUID
-    persona: Persona
-    memory: Memory
-    history: list[StoredMessage]
-    user_message: StoredMessage
-    redelivered: bool
-    attempt: int  # this delivery's number among the turn's attempts (turns.attempts)
-    stream_seq: int = 0  # the last seq an interrupted earlier attempt wrote (turns.stream_seq)
-
-
-@dataclass(frozen=True)
-class FinishedTurn:
-    status: str
-    assistant_message_id: UUID | None
-    failure: str | None
+    @property
+    def database(self) -> Database:
+        assert self.db is not None, "this use case needs the database"
+        return self.db
 
 
 # --- answering a turn ---------------------------------------------------------------------------------
 
 
 async def handle_turn(event: ChatTurnRequested, deps: ChatDeps) -> None:
-    """Answer one turn: stream the reply to Redis, then store both messages and announce the result."""
-    stream = TokenStream(
-        deps.redis,
-        event.turn_id,
-        active_ttl=deps.stream_active_ttl,
-        finished_ttl=deps.stream_finished_ttl,
-    )
-    guess = _guess_reply(event, deps)
-    # Whether the user cancelled before the reply started is read beside the turn's statement, not after it, so
-    # that a turn cancelled while queued asks the LLM nothing. A guess has asked already: its first write reads
-    # the flag instead (and writes nothing if it is set), a round trip fewer.
-    cancelled_early = None if guess is not None else asyncio.ensure_future(stream.cancelled())
-    if cancelled_early is not None:
-        cancelled_early.add_done_callback(_retrieve_outcome)  # paths that never await it must not log its error
+    """Answer one turn: stream the reply to Redis, then store it and announce the result."""
+    stream = deps.open_stream(event.turn_id)
     try:
-        await _answer(event, deps, stream, cancelled_early, guess)
+        await _answer(event, deps, stream)
     except BaseException:
         # The turn is retried (Redis restarting, say, which loses the stream), maybe by another process: the
         # retry numbers on from what was written, so readers resuming after a seq they saw miss nothing.
         if stream.seq:
             await _record_stream_seq(deps, event.turn_id, stream.seq)
         raise
-    finally:
-        if cancelled_early is not None:
-            cancelled_early.cancel()  # a no-op once it is done
-        if guess is not None and not guess.taken:
-            await guess.drop()
 
 
 async def _record_stream_seq(deps: ChatDeps, turn_id: UUID, seq: int) -> None:
     try:
-        async with asyncio.timeout(5), deps.db.direct_transaction() as tx:
-            await sql.record_stream_seq(tx, turn_id, seq)
+        async with asyncio.timeout(5):
+            await deps.store.record_stream_seq(turn_id, seq)
     except Exception as error:
         log.warning("the stream's seq could not be recorded", extra={"turn_id": str(turn_id), "error": repr(error)})
 
 
-def _retrieve_outcome(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
-
-
-class GuessedReply:
-    """A reply requested from the prompt this process expects (see orrery_chat.recent) while the turn's statement
-    runs: the database's part of the wait is hidden in the LLM's time to first token. It is used only if the
-    prompt built from what the statement returned is the same; otherwise it is dropped before any of its deltas
-    is written anywhere. Each guess is counted once, as used or discarded."""
-
-    def __init__(self, prompt: Prompt, reply: ChatStream) -> None:
-        self.prompt = prompt
-        self.reply = reply
-        self.first = asyncio.ensure_future(self._first_delta())
-        self.first.add_done_callback(_retrieve_outcome)
-        self.taken = False
-        self._counted = False
-
-    async def _first_delta(self) -> str | None:
-        """The reply's first delta (None if it has none)."""
-        try:
-            return await self.reply.__anext__()
-        except StopAsyncIteration:
-            return None
-
-    def take(self, prompt: Prompt) -> bool:
-        """Whether the guess is `prompt`, taking it if so."""
-        self.taken = prompt.messages == self.prompt.messages
-        self._count("used" if self.taken else "discarded")
-        return self.taken
-
-    async def drop(self) -> None:
-        self._count("discarded")  # a turn that ended before its prompt was compared (cancelled, refused)
-        self.first.cancel()
-        await asyncio.gather(self.first, return_exceptions=True)
-        await self.reply.aclose()
-
-    def _count(self, outcome: str) -> None:
-        if not self._counted:
-            self._counted = True
-            PROMPT_GUESSES.labels(outcome).inc()
-
-
-def _guess_reply(event: ChatTurnRequested, deps: ChatDeps) -> GuessedReply | None:
-    """Request the reply from what this process knew of the conversation after its last turn, if it knows it.
-
-    The request leaves before the turn's cancel flag is read: waiting for that round trip would put it before
-    the provider's time to first token. A turn cancelled while queued is rare; the guess's first write reads the
-    flag and writes nothing, so its request is all it costs."""
-    recent = deps.recent.get(event.conversation_id)
-    persona = deps.personas.get(event.character_id)
-    if recent is None or not recent.history or persona is None or not persona.visible_to(event.user_id):
-        return None
-    if _expired(event, deps):
-        return None  # it will not be answered
-    message = StoredMessage(uuid4(), recent.history[-1].seq + 1, "user", event.content, "complete", event.occurred_at)
-    prompt = build_prompt(persona, recent.memory, [*recent.history, message], deps.policy, deps.count)
-    return GuessedReply(prompt, deps.llm.stream_chat(prompt.messages, task="chat"))  # type: ignore[arg-type]
-
-
-async def _answer(
-    event: ChatTurnRequested,
-    deps: ChatDeps,
-    stream: TokenStream,
-    cancelled_early: asyncio.Future[bool] | None,
-    guess: GuessedReply | None = None,
-) -> None:
+async def _answer(event: ChatTurnRequested, deps: ChatDeps, stream: TokenStream) -> None:
+    # Whether the user cancelled while the turn was queued is read beside its transaction, not after it.
+    cancelled_early = asyncio.ensure_future(stream.cancelled())
     try:
-        started = await _begin_with_patience(event, deps)
-    except ConversationNotFound:
-        await _reject(event, deps, stream, "not_found", retryable=False)
-        return
-    except CharacterUnknown:
-        await _reject(event, deps, stream, "unknown_character", retryable=True)
-        return
-    if isinstance(started, FinishedTurn):
-        if started.status == "failed":
-            await stream.announce_error(started.failure or "failed", retryable=True)
-        else:
-            assert started.assistant_message_id is not None
-            await stream.announce_done(started.assistant_message_id, started.status)
-        return
-    stream.attempt = started.attempt
-    stream.seq = max(stream.seq, started.stream_seq)
-    if _expired(event, deps):
-        # Nobody waits for a reply this late (after an outage, say): keep the message, spend no tokens.
-        await _fail(started, deps, stream, "expired: the message waited too long to be answered; send it again")
-        return
-    if started.redelivered:
-        await stream.restart()
-        guess = None  # a new request, after the restart
-    if cancelled_early is not None:
+        try:
+            started = await deps.store.begin(event, deps.character_wait_s)
+        except ConversationNotFound:
+            await _refuse(event, deps, stream, "not_found", retryable=False)
+            return
+        except MessageNotFound:
+            await _refuse(event, deps, stream, "message_not_found", retryable=False)
+            return
+        except NotAllowed as why:
+            await _refuse(event, deps, stream, f"not_allowed: {why}", retryable=False)
+            return
+        except CharacterUnknown:
+            await _refuse(event, deps, stream, "unknown_character", retryable=True)
+            return
+        if isinstance(started, FinishedTurn):
+            await _announce(started, stream)
+            return
+        stream.attempt = started.attempt
+        stream.seq = max(stream.seq, started.stream_seq)
+        if _expired(event, deps):
+            # Nobody waits for a reply this late (after an outage, say): keep the message, spend no tokens.
+            await _fail(
+                event, started, deps, stream, "expired: the message waited too long to be answered; send it again"
+            )
+            return
+        if started.redelivered:
+            await stream.restart()
         cancelled = await cancelled_early
-    elif guess is None:
-        cancelled = await stream.cancelled()  # the guess was dropped: no new request for a cancelled turn
+    finally:
+        cancelled_early.cancel()
+        await asyncio.gather(cancelled_early, return_exceptions=True)
+    if started.generates:
+        await _generate(event, started, deps, stream, cancelled)
     else:
-        cancelled = False  # the guess's first write reads the flag
-    await _generate(started, deps, stream, cancelled, guess)
+        await _store_edit(event, started, deps, stream)
+
+
+async def _announce(finished: FinishedTurn, stream: TokenStream) -> None:
+    if finished.status == "failed":
+        await stream.announce_error(finished.failure or "failed", retryable=True)
+    else:
+        assert finished.assistant_message_id is not None
+        await stream.announce_done(finished.assistant_message_id, finished.status)
 
 
 def _expired(event: ChatTurnRequested, deps: ChatDeps) -> bool:
     return (datetime.now(UTC) - event.occurred_at).total_seconds() > deps.turn_expiry_s
 
 
-async def _begin_with_patience(event: ChatTurnRequested, deps: ChatDeps) -> TurnContext | FinishedTurn:
-    # character.created and the first turn travel on different topics: give the projection a moment.
-    deadline = time.monotonic() + deps.character_wait_s
-    while True:
-        try:
-            started = await begin_in_one_statement(event, deps)
-            if started is not None:
-                return started
-            async with deps.db.direct_transaction() as tx:
-                return await begin_turn(tx, event, deps.personas)
-        except CharacterUnknown:
-            if time.monotonic() >= deadline:
-                raise
-            await asyncio.sleep(0.2)
-
-
-async def begin_in_one_statement(event: ChatTurnRequested, deps: ChatDeps) -> TurnContext | None:
-    """The common cases with a known character, each as one statement committed on its own (no BEGIN and COMMIT
-    round trips): a next turn in the user's own conversation, or a new conversation's first turn. None, having
-    changed nothing, for any other case (a redelivery, someone else's conversation), which `begin_turn` handles."""
-    persona = deps.personas.get(event.character_id)
-    if persona is None or not persona.visible_to(event.user_id):
-        return None  # begin_turn reads the character and checks it
-    if event.project_id is not None:
-        return None  # begin_turn checks that a named project is not someone else's
-    message_id = uuid4()
-    recent = deps.recent.get(event.conversation_id)
-    async with deps.db.direct_statements() as statements:
-        fresh = await sql.start_turn_if_new(
-            statements,
-            turn_id=event.turn_id,
-            conversation_id=event.conversation_id,
-            user_id=event.user_id,
-            character_id=event.character_id,
-            message_id=message_id,
-            content=event.content,
-            client_msg_id=event.client_msg_id,
-            known=(recent.memory, recent.history) if recent is not None else None,
-        )
-        if fresh is not None:
-            started, history = fresh
-            return TurnContext(event, started.project_id, persona, started.memory, history, history[-1], False, 1)
-        project_id = event.project_id or uuid4()
-        opening = await sql.start_conversation_if_new(
-            statements,
-            turn_id=event.turn_id,
-            conversation_id=event.conversation_id,
-            user_id=event.user_id,
-            persona=persona,
-            project_id=project_id,
-            title=title_from(event.content),
-            message_id=message_id,
-            content=event.content,
-            client_msg_id=event.client_msg_id,
-        )
-    if opening is None:
-        return None
-    return TurnContext(event, project_id, persona, Memory(), opening, opening[-1], False, 1)
-
-
-async def begin_turn(
-    tx: DirectTransaction, event: ChatTurnRequested, personas: PersonaCache
-) -> TurnContext | FinishedTurn:
-    """Record the user's message and the turn (first delivery), or find out how far an earlier delivery got and
-    take the turn over from it (a new attempt)."""
-    locked = await sql.conversation_and_turn_for_update(tx, event.conversation_id, event.turn_id)
-    # No conversation yet means no turn of it either (deleting a conversation deletes its turns).
-    conversation, turn = locked if locked is not None else (None, None)
-    if turn is not None and turn.status != "processing":
-        return FinishedTurn(turn.status, turn.assistant_message_id, turn.failure)
-    if conversation is not None and conversation.user_id != event.user_id:
-        raise ConversationNotFound(event.conversation_id)
-    character_id = conversation.character_id if conversation is not None else event.character_id
-    persona = await _visible_persona(tx, character_id, event.user_id, personas)
-    if conversation is None:
-        if event.project_id is not None and await sql.project_of_another(tx, event.project_id, event.user_id):
-            raise ConversationNotFound(event.conversation_id)  # as for someone else's conversation: not found
-        conversation = await sql.create_conversation(
-            tx,
-            conversation_id=event.conversation_id,
-            user_id=event.user_id,
-            character_id=character_id,
-            project_id=event.project_id or uuid4(),
-            title=title_from(event.content),
-        )
-        await sql.append_greeting(tx, event.conversation_id, uuid4(), persona.greeting)
-    memory = conversation.memory
-    if turn is None:
-        history = await sql.start_turn(
-            tx,
-            turn_id=event.turn_id,
-            conversation_id=event.conversation_id,
-            message_id=uuid4(),
-            content=event.content,
-            client_msg_id=event.client_msg_id,
-            after_seq=memory.upto_seq,
-        )
-        user_message, redelivered, attempt, stream_seq = history[-1], False, 1, 0
-    else:
-        attempt, stream_seq = await sql.retry_turn(tx, event.turn_id)
-        found = await sql.message(tx, turn.user_message_id)
-        assert found is not None
-        user_message, redelivered = found, True
-        history = await sql.messages_after(tx, event.conversation_id, memory.upto_seq)
-    # The reply answers this turn's message: later messages (none, normally) stay out of its prompt.
-    history = [m for m in history if m.seq <= user_message.seq]
-    return TurnContext(
-        event, conversation.project_id, persona, memory, history, user_message, redelivered, attempt, stream_seq
-    )
-
-
-async def _visible_persona(tx: DirectTransaction, character_id: UUID, user_id: UUID, personas: PersonaCache) -> Persona:
-    cached = personas.get(character_id)
-    if cached is not None and cached.visible_to(user_id):
-        return cached
-    persona = await sql.persona(tx, character_id)
-    if persona is None or not persona.visible_to(user_id):
-        raise CharacterUnknown(character_id)
-    personas.put(persona)
-    return persona
-
-
 async def _generate(
-    ctx: TurnContext, deps: ChatDeps, stream: TokenStream, cancelled: bool, guess: GuessedReply | None = None
+    event: ChatTurnRequested, turn: StartedTurn, deps: ChatDeps, stream: TokenStream, cancelled: bool
 ) -> None:
-    prompt = build_prompt(ctx.persona, ctx.memory, ctx.history, deps.policy, deps.count)
-    guessed = guess if guess is not None and not cancelled and guess.take(prompt) else None
-    reply = guessed.reply if guessed else deps.llm.stream_chat(prompt.messages, task="chat")  # type: ignore[arg-type]
+    prompt = build_prompt(turn.persona, turn.context, deps.policy, deps.count, continuing=turn.mode == "continue")
+    reply = deps.llm.stream_chat(prompt.messages, task="chat")
     try:
-        if guessed is not None:
-            first = await guessed.first
-            if first is not None:
-                await stream.push(first)
-        if not cancelled and not stream.stopped:
+        if not cancelled:
             async for delta in reply:
                 await stream.push(delta)
                 if stream.stopped:
@@ -409,7 +187,7 @@ async def _generate(
                 FIRST_DELTA_SECONDS.observe(stream.time_to_first_delta)
         if stream.superseded:
             await reply.aclose()
-            _superseded(ctx)
+            _superseded(turn)
             return
         cancelled = cancelled or stream.cancel_requested
         if cancelled:
@@ -418,25 +196,45 @@ async def _generate(
         else:
             usage = _usage(reply.result)
     except StreamInterruptedError as error:
-        log.warning("reply interrupted", extra={"turn_id": str(ctx.event.turn_id), "error": error.message})
-        await _fail(ctx, deps, stream, "the character's reply was cut short; please try again")
+        log.warning("reply interrupted", extra={"turn_id": str(turn.turn_id), "error": error.message})
+        await _fail(event, turn, deps, stream, "the character's reply was cut short; please try again")
         return
     except LLMError as error:
-        log.warning("reply failed", extra={"turn_id": str(ctx.event.turn_id), "error": str(error)})
-        await _fail(ctx, deps, stream, "the character could not answer right now; please try again")
+        log.warning("reply failed", extra={"turn_id": str(turn.turn_id), "error": str(error)})
+        await _fail(event, turn, deps, stream, "the character could not answer right now; please try again")
         return
-    status = "cancelled" if cancelled else "complete"
     # A cancelled reply keeps what its readers were shown; deltas read after the flag was seen are not part of it.
-    assistant = await _complete(ctx, deps, stream.text if cancelled else reply.text, status, usage)
-    if assistant is None:
-        _superseded(ctx)
+    text = stream.text if cancelled else reply.text
+    stored = await _complete(event, turn, deps, _reply(text, "cancelled" if cancelled else "complete", usage))
+    if stored is None:
+        _superseded(turn)
         return
-    deps.recent.answered(ctx.event.conversation_id, ctx.memory, [*ctx.history, assistant])
-    await stream.done(assistant.message_id, status)
+    await stream.done(stored.message_id, "cancelled" if cancelled else "complete")
     # Folding memory calls the LLM; doing it beside the lane lets the conversation's next turn start now. Most
     # turns have nothing to fold, which is known without a task of its own.
-    if _fold_due(ctx, assistant, deps):
-        deps.spawn(update_memory(ctx, assistant, deps))
+    if _fold_due(turn, stored, deps):
+        deps.spawn(update_memory(event.conversation_id, turn.persona, stored, deps))
+
+
+async def _store_edit(event: ChatTurnRequested, turn: StartedTurn, deps: ChatDeps, stream: TokenStream) -> None:
+    """An edited message of the character: the user's text, stored as its new alternative (no model call)."""
+    usage = TokenUsage(prompt_tokens=0, completion_tokens=0, model="edit")
+    stored = await _complete(event, turn, deps, _reply(event.content, "complete", usage))
+    if stored is None:
+        _superseded(turn)
+        return
+    await stream.done(stored.message_id, "complete")
+
+
+def _reply(text: str, status: str, usage: TokenUsage) -> Reply:
+    return Reply(
+        text=text,
+        status="cancelled" if status == "cancelled" else "complete",
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        model=usage.model,
+        created_at=datetime.now(UTC),
+    )
 
 
 def _usage(result: ChatResult) -> TokenUsage:
@@ -446,74 +244,54 @@ def _usage(result: ChatResult) -> TokenUsage:
     )
 
 
-def _estimated_usage(messages: list[dict[str, str]], text: str, count: TokenCounter) -> TokenUsage:
+def _estimated_usage(messages: list[ChatMessage], text: str, count: TokenCounter) -> TokenUsage:
     # A stream stopped early reports no provider counts; estimate what was spent.
     prompt = sum(count(m["content"]) for m in messages)
     return TokenUsage(prompt_tokens=prompt, completion_tokens=count(text), model="unknown")
 
 
-def _superseded(ctx: TurnContext) -> None:
+def _superseded(turn: StartedTurn) -> None:
     # A later attempt answers the turn (a rebalance handed it on while this one was alive): this one says nothing.
-    log.info("turn taken over by a later attempt", extra={"turn_id": str(ctx.event.turn_id), "attempt": ctx.attempt})
+    log.info("turn taken over by a later attempt", extra={"turn_id": str(turn.turn_id), "attempt": turn.attempt})
 
 
-async def _complete(
-    ctx: TurnContext, deps: ChatDeps, text: str, status: str, usage: TokenUsage
-) -> StoredMessage | None:
+async def _complete(event: ChatTurnRequested, turn: StartedTurn, deps: ChatDeps, reply: Reply) -> StoredMessage | None:
     """Store the reply and announce the turn's end; None (storing nothing) when a later attempt took it over."""
-    event = ctx.event
-    reply = MessageRecord(message_id=uuid4(), content=text, created_at=datetime.now(UTC))
+    if turn.mode == "continue" and turn.target is not None:
+        message_id, content = turn.target.message_id, turn.target.content + reply.text
+    else:
+        message_id, content = uuid4(), reply.text
+    user = turn.user_message
     completed = ChatTurnCompleted(
         correlation_id=str(event.turn_id),
         turn_id=event.turn_id,
         conversation_id=event.conversation_id,
         user_id=event.user_id,
-        character_id=ctx.persona.character_id,
-        project_id=ctx.project_id,
-        user_message=_record(ctx.user_message),
-        assistant_message=reply,
-        status="complete" if status == "complete" else "cancelled",
-        usage=usage,
+        character_id=turn.persona.character_id,
+        project_id=turn.project_id,
+        user_message=MessageRecord(message_id=user.message_id, content=user.content, created_at=user.created_at)
+        if user is not None
+        else None,
+        assistant_message=MessageRecord(message_id=message_id, content=content, created_at=reply.created_at),
+        status=reply.status,
+        usage=TokenUsage(
+            prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens, model=reply.model
+        ),
+        mode=turn.mode,
+        replaced_turn_ids=list(turn.replaced_turn_ids),
     )
-    # One statement, committed on its own: the reply, the turn's end and the event (no BEGIN and COMMIT).
-    async with deps.db.direct_statements() as statements:
-        return await sql.finish_turn(
-            statements,
-            turn_id=event.turn_id,
-            attempt=ctx.attempt,
-            conversation_id=event.conversation_id,
-            message_id=reply.message_id,
-            content=text,
-            status=status,
-            turn_status="completed" if status == "complete" else status,
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-            model=usage.model,
-            created_at=reply.created_at,
-            event=completed,
-        )
+    return await deps.store.finish(turn, reply, completed)
 
 
-def _record(message: StoredMessage) -> MessageRecord:
-    return MessageRecord(message_id=message.message_id, content=message.content, created_at=message.created_at)
-
-
-async def _fail(ctx: TurnContext, deps: ChatDeps, stream: TokenStream, reason: str) -> None:
-    event = ctx.event
-    deps.recent.forget(event.conversation_id)
-    async with deps.db.direct_transaction() as tx:
-        failed = await sql.fail_turn(tx, event.turn_id, ctx.attempt, reason)
-        if failed:
-            await tx.publish(_failed(event, reason, retryable=True))
-    if not failed:
-        _superseded(ctx)
+async def _fail(event: ChatTurnRequested, turn: StartedTurn, deps: ChatDeps, stream: TokenStream, reason: str) -> None:
+    if not await deps.store.fail(turn, _failed(event, reason, retryable=True)):
+        _superseded(turn)
         return
     await stream.error(reason, retryable=True)
 
 
-async def _reject(event: ChatTurnRequested, deps: ChatDeps, stream: TokenStream, reason: str, retryable: bool) -> None:
-    async with deps.db.direct_transaction() as tx:
-        await tx.publish(_failed(event, reason, retryable))
+async def _refuse(event: ChatTurnRequested, deps: ChatDeps, stream: TokenStream, reason: str, retryable: bool) -> None:
+    await deps.store.refuse(_failed(event, reason, retryable))
     await stream.error(reason, retryable)
 
 
@@ -531,56 +309,55 @@ def _failed(event: ChatTurnRequested, reason: str, retryable: bool) -> ChatTurnF
 # --- memory -------------------------------------------------------------------------------------------
 
 
-def _fold_due(ctx: TurnContext, assistant: StoredMessage, deps: ChatDeps) -> bool:
-    """Whether the recent window has outgrown its budget by the memory this turn started from (a newer memory
-    leaves even less to fold)."""
-    recent = [m for m in [*ctx.history, assistant] if m.seq > ctx.memory.upto_seq]
-    return bool(messages_to_fold(recent, ctx.memory, deps.policy, deps.count))
+def _path_with(turn: StartedTurn, stored: StoredMessage) -> list[StoredMessage]:
+    """The turn's path context with its stored reply at the end (a continued message replaced by its new text)."""
+    tail = turn.context.tail
+    if turn.mode == "continue" and tail and tail[-1].message_id == stored.message_id:
+        tail = tail[:-1]
+    return [*tail, stored]
 
 
-async def update_memory(ctx: TurnContext, assistant: StoredMessage, deps: ChatDeps) -> None:
-    """Fold the oldest messages into the rolling summary (once `_fold_due`)."""
-    lock = deps.memory_locks.setdefault(ctx.event.conversation_id, asyncio.Lock())
+def _fold_due(turn: StartedTurn, stored: StoredMessage, deps: ChatDeps) -> bool:
+    """Whether the path's recent window has outgrown its budget (a newer summary leaves even less to fold)."""
+    return bool(messages_to_fold(_path_with(turn, stored), deps.policy, deps.count))
+
+
+async def update_memory(conversation_id: UUID, persona: Persona, stored: StoredMessage, deps: ChatDeps) -> None:
+    """Fold the oldest messages of the path ending at `stored` into a rolling summary (once `_fold_due`)."""
+    lock = deps.memory_locks.setdefault(conversation_id, asyncio.Lock())
     async with lock:  # one fold at a time per conversation, each starting from the latest summary
-        await _fold(ctx, assistant, deps)
+        await _fold(persona, stored, deps)
 
 
-async def _fold(ctx: TurnContext, assistant: StoredMessage, deps: ChatDeps) -> None:
-    async with deps.db.direct_transaction() as tx:
-        conversation = await sql.conversation_of(tx, ctx.event.conversation_id, ctx.event.user_id)
-    if conversation is None:
-        return
-    memory = conversation.memory
-    history = [m for m in [*ctx.history, assistant] if m.seq > memory.upto_seq]
-    folded = messages_to_fold(history, memory, deps.policy, deps.count)
+async def _fold(persona: Persona, stored: StoredMessage, deps: ChatDeps) -> None:
+    context = await deps.store.path_context(stored.message_id)
+    folded = messages_to_fold(context.tail, deps.policy, deps.count)
     if not folded:
         return
     try:
-        result = await deps.llm.complete(summary_request(memory, ctx.persona, folded), task="summary")  # type: ignore[arg-type]
+        result = await deps.llm.complete(summary_request(context.memory, persona, folded), task="summary")
     except LLMError as error:
         # The window simply stays larger until a later turn succeeds in folding it.
         log.warning("memory summary failed; will retry on a later turn", extra={"error": str(error)})
         return
-    memory = Memory(result.text.strip(), folded[-1].seq)
-    async with deps.db.direct_transaction() as tx:
-        await sql.save_memory(tx, ctx.event.conversation_id, memory)
-    deps.recent.folded(ctx.event.conversation_id, memory)
+    # The summary belongs to the last message it covers: every branch below that message shares it.
+    await deps.store.save_summary(folded[-1].message_id, Memory(result.text.strip(), folded[-1].message_id))
 
 
 async def end_conversation(conversation_id: UUID, user_id: UUID, deps: ChatDeps) -> tuple[str, datetime]:
-    """End a conversation with a summary of all of it (the rolling memory plus the unsummarised tail)."""
-    async with deps.db.direct_transaction() as tx:
-        conversation = await sql.conversation_of(tx, conversation_id, user_id)
-        if conversation is None:
+    """End a conversation with a summary of its active path (the rolling memory plus the unsummarised tail)."""
+    async with deps.database.transaction() as tx:
+        conversation = await repo.conversation_of(tx.session, conversation_id, user_id)
+        if conversation is None or conversation.active_leaf_id is None:
             raise ConversationNotFound(conversation_id)
-        persona = await sql.persona(tx, conversation.character_id)
-        memory = conversation.memory
-        tail = await sql.messages_after(tx, conversation_id, memory.upto_seq)
+        persona = await repo.persona(tx.session, conversation.character_id)
+        context = await repo.context_at(tx.session, conversation.active_leaf_id)
     if persona is None:
         raise ConversationNotFound(conversation_id)
-    result = await deps.llm.complete(conversation_summary_request(persona, memory, tail), task="summary")  # type: ignore[arg-type]
+    request = conversation_summary_request(persona, context.memory, context.tail)
+    result = await deps.llm.complete(request, task="summary")
     summary = result.text.strip()
-    async with deps.db.transaction() as tx:
+    async with deps.database.transaction() as tx:
         ended_at = await repo.end_conversation(tx.session, conversation_id, summary)
     if ended_at is None:
         raise ConversationNotFound(conversation_id)  # deleted while the summary was being written
@@ -590,11 +367,9 @@ async def end_conversation(conversation_id: UUID, user_id: UUID, deps: ChatDeps)
 # --- projections --------------------------------------------------------------------------------------
 
 
-async def project_character(event: CharacterCreated, tx: Transaction, personas: PersonaCache) -> None:
-    """Keep chat's own copy of a character (an upsert: replays are harmless), and its persona at hand: the
-    character's first turn usually follows within seconds, and a known persona lets it start in one statement."""
+async def project_character(event: CharacterCreated, tx: Transaction) -> None:
+    """Keep chat's own copy of a character (an upsert: replays are harmless)."""
     await repo.upsert_character(tx.session, event)
-    personas.put(repo.persona_of(event))
 
 
 async def reown_after_merge(event: UserMerged, tx: Transaction) -> None:
@@ -615,18 +390,18 @@ def _streams_since(deps: ChatDeps) -> datetime:
 async def delete_conversation(conversation_id: UUID, user_id: UUID, deps: ChatDeps) -> bool:
     """Delete a user's conversation; the event it publishes makes the rest of the platform forget it (its token
     streams here, its waiting turns and, when nothing else feeds it, its dossier). False if there is none."""
-    async with deps.db.transaction() as tx:
+    async with deps.database.transaction() as tx:
         deleted = await repo.delete_conversation(tx.session, conversation_id, user_id, _streams_since(deps))
         if deleted is None:
             return False
         await tx.publish(deleted)
-    deps.recent.forget(conversation_id)
     return True
 
 
-async def drop_streams(turn_ids: list[UUID], redis: Redis) -> None:
+async def drop_streams(turn_ids: list[UUID], redis: Redis | None) -> None:
     """Delete every key of these turns (streams, cancel flags, fences, owners): nothing is left to resume or relay.
     Deleting twice is harmless."""
+    assert redis is not None, "deleting token streams needs Redis"
     keys = [key for turn_id in turn_ids for key in all_keys(turn_id)]
     for start in range(0, len(keys), 500):
         await redis.delete(*keys[start : start + 500])

@@ -11,7 +11,10 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from orrery_chat.domain import Persona, StoredMessage
+from orrery_chat import tree
+from orrery_chat.domain import Busy, MessageNotFound, NotAllowed, PathContext, Persona
+from orrery_chat.ports import PathMessage, TreeNode
+from orrery_chat.store import message_in, read_persona
 from orrery_chat.tables import characters, conversations, messages, turns
 from orrery_shared.events import CharacterCreated, ConversationDeleted
 
@@ -38,34 +41,23 @@ async def upsert_character(session: AsyncSession, event: CharacterCreated) -> No
     )
 
 
-def persona_of(row: Any) -> Persona:
-    """The persona of anything carrying a character's fields by name: a `characters` row, or the
-    `character.created` event itself."""
-    return Persona(
-        character_id=row.character_id,
-        name=row.name,
-        planet=row.planet,
-        sex=row.sex,
-        species=row.species,
-        archetype=row.archetype,
-        personality=row.personality,
-        backstory=row.backstory,
-        speaking_style=row.speaking_style,
-        greeting=row.greeting,
-        owner_user_id=row.owner_user_id,
-        portrait_url=row.portrait_url,
-        tags=tuple(row.tags or ()),
-    )
-
-
 async def persona(session: AsyncSession, character_id: UUID) -> Persona | None:
-    row = (await session.execute(sa.select(characters).where(characters.c.character_id == character_id))).first()
-    return persona_of(row) if row else None
+    return await read_persona(session, character_id)
 
 
 async def conversation_of(session: AsyncSession, conversation_id: UUID, user_id: UUID) -> Any:
     query = sa.select(conversations).where(
         conversations.c.conversation_id == conversation_id, conversations.c.user_id == user_id
+    )
+    return (await session.execute(query)).first()
+
+
+async def message_of(session: AsyncSession, message_id: UUID, user_id: UUID) -> Any:
+    """A message of one of the user's conversations (None otherwise)."""
+    query = (
+        sa.select(messages.c.message_id, messages.c.conversation_id, messages.c.role)
+        .join(conversations, conversations.c.conversation_id == messages.c.conversation_id)
+        .where(messages.c.message_id == message_id, conversations.c.user_id == user_id)
     )
     return (await session.execute(query)).first()
 
@@ -97,9 +89,98 @@ async def turn_of(session: AsyncSession, turn_id: UUID, user_id: UUID) -> Any:
     return (await session.execute(query)).first()
 
 
-async def all_messages(session: AsyncSession, conversation_id: UUID) -> list[StoredMessage]:
-    query = sa.select(messages).where(messages.c.conversation_id == conversation_id).order_by(messages.c.seq)
-    return [stored_from_row(row) for row in await session.execute(query)]
+async def context_at(session: AsyncSession, message_id: UUID) -> PathContext:
+    return await tree.context_at(session, message_id)
+
+
+async def active_path(session: AsyncSession, conversation_id: UUID, leaf: UUID | None) -> list[PathMessage]:
+    """The whole active path, oldest first (for an export)."""
+    if leaf is None:
+        return []
+    count = await session.scalar(
+        sa.select(sa.func.count()).select_from(messages).where(messages.c.conversation_id == conversation_id)
+    )
+    return list(reversed(await tree.page(session, conversation_id, leaf, int(count or 0) + 1)))
+
+
+async def path_page(
+    session: AsyncSession, conversation_id: UUID, leaf: UUID | None, before: UUID | None, limit: int
+) -> tuple[list[PathMessage], UUID | None]:
+    """A page of the active path, newest first: up to `limit` messages above `before` (from the leaf when
+    None), and the cursor of the next page (None at the root). MessageNotFound if `before` is not on it."""
+    start = leaf
+    if before is not None:
+        found = await message_in(session, conversation_id, before)
+        if found is None or leaf is None or before not in await tree.path_ids(session, leaf):
+            raise MessageNotFound(before)
+        start = found.parent_id
+    if start is None:
+        return [], None
+    rows = await tree.page(session, conversation_id, start, limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, rows[-1].message.message_id if more and rows else None
+
+
+async def whole_tree(session: AsyncSession, conversation_id: UUID, leaf: UUID | None) -> list[TreeNode]:
+    return await tree.whole_tree(session, conversation_id, leaf)
+
+
+async def select(session: AsyncSession, conversation_id: UUID, message_id: UUID) -> UUID:
+    """Make the path through `message_id` active (down to its most recently active descendant); the new leaf.
+    The conversation's row must be locked (`lock_conversation`)."""
+    if await message_in(session, conversation_id, message_id) is None:
+        raise MessageNotFound(message_id)
+    return await tree.make_active(session, conversation_id, message_id)
+
+
+async def lock_conversation(session: AsyncSession, conversation_id: UUID, user_id: UUID) -> Any:
+    query = (
+        sa.select(conversations)
+        .where(conversations.c.conversation_id == conversation_id, conversations.c.user_id == user_id)
+        .with_for_update()
+    )
+    return (await session.execute(query)).first()
+
+
+async def delete_message(session: AsyncSession, conversation: Any, message_id: UUID) -> UUID | None:
+    """Delete a message with everything below it; returns the new active leaf. Refused (Busy) while a turn
+    generates inside it, and (NotAllowed) for the conversation's only first message. The conversation's row must
+    be locked."""
+    cid = conversation.conversation_id
+    target = await message_in(session, cid, message_id)
+    if target is None:
+        raise MessageNotFound(message_id)
+    if await tree.subtree_busy(session, cid, message_id):
+        raise Busy("a reply is being written there; delete it once it is done")
+    siblings_query = sa.select(messages.c.message_id, messages.c.seq).where(
+        messages.c.conversation_id == cid,
+        messages.c.message_id != message_id,
+        messages.c.parent_id == target.parent_id if target.parent_id is not None else messages.c.parent_id.is_(None),
+    )
+    siblings = (await session.execute(siblings_query.order_by(messages.c.seq.desc()))).all()
+    if target.parent_id is None and not siblings:
+        raise NotAllowed("the conversation's first message is its only start; delete the conversation instead")
+    leaf: UUID | None = conversation.active_leaf_id
+    on_active_path = leaf is not None and message_id in await tree.path_ids(session, leaf)
+    deleted = await tree.delete_subtree(session, message_id)
+    if target.parent_id is not None:
+        # The parent leads on to its latest remaining alternative, if any.
+        await session.execute(
+            messages.update()
+            .where(messages.c.message_id == target.parent_id, messages.c.active_child_id == message_id)
+            .values(active_child_id=siblings[0].message_id if siblings else None)
+        )
+    await session.execute(
+        conversations.update()
+        .where(conversations.c.conversation_id == cid)
+        .values(message_count=conversations.c.message_count - len(deleted))
+    )
+    if not on_active_path:
+        return leaf
+    successor = siblings[0].message_id if siblings else target.parent_id
+    assert successor is not None
+    return await tree.make_active(session, cid, successor)
 
 
 async def insert_imported(
@@ -111,8 +192,10 @@ async def insert_imported(
     title: str,
     entries: Sequence[tuple[str, str, datetime]],
 ) -> None:
-    """A conversation with its messages as a chat file held them (role, content, sent at), in order."""
+    """A conversation with its messages as a chat file held them (role, content, sent at), in order: one path,
+    its last message the active leaf."""
     last_at = max(sent_at for _, _, sent_at in entries)
+    ids = [uuid4() for _ in entries]
     await session.execute(
         conversations.insert().values(
             conversation_id=conversation_id,
@@ -124,26 +207,25 @@ async def insert_imported(
             last_seq=len(entries),
             created_at=min(sent_at for _, _, sent_at in entries),
             last_message_at=last_at,
+            active_leaf_id=ids[-1],
         )
     )
     rows = [
         {
-            "message_id": uuid4(),
+            "message_id": ids[index],
             "conversation_id": conversation_id,
-            "seq": seq,
+            "seq": index + 1,
+            "parent_id": ids[index - 1] if index else None,
+            "active_child_id": ids[index + 1] if index + 1 < len(ids) else None,
             "role": role,
             "content": content,
             "status": "complete",
             "created_at": sent_at,
         }
-        for seq, (role, content, sent_at) in enumerate(entries, start=1)
+        for index, (role, content, sent_at) in enumerate(entries)
     ]
     for start in range(0, len(rows), 1_000):
         await session.execute(messages.insert(), rows[start : start + 1_000])
-
-
-def stored_from_row(row: Any) -> StoredMessage:
-    return StoredMessage(row.message_id, row.seq, row.role, row.content, row.status, row.created_at)
 
 
 async def end_conversation(session: AsyncSession, conversation_id: UUID, summary: str) -> datetime | None:
@@ -216,19 +298,6 @@ async def list_conversations(session: AsyncSession, user_id: UUID, limit: int, o
         .offset(offset)
     )
     return (await session.execute(query)).all()
-
-
-async def page_of_messages(
-    session: AsyncSession, conversation_id: UUID, limit: int, offset: int
-) -> list[StoredMessage]:
-    query = (
-        sa.select(messages)
-        .where(messages.c.conversation_id == conversation_id)
-        .order_by(messages.c.seq)
-        .limit(limit)
-        .offset(offset)
-    )
-    return [stored_from_row(row) for row in await session.execute(query)]
 
 
 async def reown(session: AsyncSession, from_user_id: UUID, to_user_id: UUID) -> int:

@@ -99,7 +99,7 @@ CANCELLED = -1
 BATCH_YIELD = 64  # deltas read in a row without letting their write start
 
 
-class TokenStream:
+class RedisTokenStream:
     """Writes one turn's stream. Deltas are written as they come; while one write is in flight, or while the
     deltas of one network read are being read, the next deltas gather and go together in one round trip, which
     also reads the cancel flag and the fence: once the flag is set, nothing more is written and

@@ -37,8 +37,8 @@ conversations = sa.Table(
     sa.Column("project_id", sa.Uuid, nullable=False),
     sa.Column("title", sa.Text, nullable=False),
     sa.Column("status", sa.Text, nullable=False, server_default="active"),
-    sa.Column("memory_summary", sa.Text, nullable=False, server_default=""),
-    sa.Column("memory_upto_seq", sa.Integer, nullable=False, server_default="0"),
+    # The leaf of the path the user sees and the prompt is built from (see orrery_chat.domain).
+    sa.Column("active_leaf_id", sa.Uuid, nullable=True),
     sa.Column("end_summary", sa.Text, nullable=True),
     sa.Column("message_count", sa.Integer, nullable=False, server_default="0"),
     sa.Column("last_seq", sa.Integer, nullable=False, server_default="0"),
@@ -58,7 +58,12 @@ messages = sa.Table(
         sa.ForeignKey("conversations.conversation_id", ondelete="CASCADE"),
         nullable=False,
     ),
+    # The order messages were created in; a message's place in the conversation is its parent.
     sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("parent_id", sa.Uuid, nullable=True),  # None for a first message (the greeting and its alternatives)
+    sa.Column("active_child_id", sa.Uuid, nullable=True),  # the child most recently on the active path
+    # The rolling summary of the path from the root down to this message (set on the message a fold reached).
+    sa.Column("summary", sa.Text, nullable=True),
     sa.Column("role", sa.Text, nullable=False),
     sa.Column("content", sa.Text, nullable=False),
     sa.Column("status", sa.Text, nullable=False),
@@ -69,6 +74,8 @@ messages = sa.Table(
     sa.Column("model", sa.Text, nullable=True),
     sa.Column("created_at", TS, nullable=False, server_default=sa.func.now()),
     sa.UniqueConstraint("conversation_id", "seq"),
+    sa.Index("messages_children", "parent_id", "seq"),
+    sa.Index("messages_roots", "conversation_id", "seq", postgresql_where=sa.text("parent_id IS NULL")),
     # A turn has at most one reply, however many attempts raced to store one.
     sa.Index(
         "messages_one_reply_per_turn",
@@ -85,10 +92,13 @@ turns = sa.Table(
     sa.Column("turn_id", sa.Uuid, primary_key=True),
     sa.Column("conversation_id", sa.Uuid, nullable=False),
     sa.Column("status", sa.Text, nullable=False),  # processing | completed | cancelled | failed
+    sa.Column("mode", sa.Text, nullable=False, server_default="reply"),  # reply | regenerate | continue | edit
+    sa.Column("reply_parent_id", sa.Uuid, nullable=True),  # the message the reply answers (its parent)
+    sa.Column("target_message_id", sa.Uuid, nullable=True),  # the message continued or edited
     sa.Column("attempts", sa.Integer, nullable=False, server_default="1"),
     # The last seq an interrupted attempt wrote: the next one numbers on from it (see handlers.handle_turn).
     sa.Column("stream_seq", sa.Integer, nullable=True),
-    sa.Column("user_message_id", sa.Uuid, nullable=False),
+    sa.Column("user_message_id", sa.Uuid, nullable=True),  # None only for an edit of a greeting
     sa.Column("assistant_message_id", sa.Uuid, nullable=True),
     sa.Column("failure", sa.Text, nullable=True),
     sa.Column("created_at", TS, nullable=False, server_default=sa.func.now()),

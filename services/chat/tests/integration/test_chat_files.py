@@ -54,7 +54,7 @@ async def test_an_exported_chat_imports_as_a_new_conversation_that_goes_on(
     assert copy["conversation_id"] != str(conversation) and copy["message_count"] == 3
     assert copy["title"] == "What does the Veil hide?" and copy["character"]["name"] == persona.name
     listed = await http.get(f"/conversations/{copy['conversation_id']}/messages", headers=headers)
-    assert [(m["role"], m["content"]) for m in listed.json()["messages"]] == [
+    assert [(m["role"], m["content"]) for m in listed.json()["messages"][::-1]] == [
         ("assistant", persona.greeting),
         ("user", "What does the Veil hide?"),
         ("assistant", "The Veil hides three moons."),

@@ -78,7 +78,7 @@ async def test_a_turn_interrupted_by_a_crash_is_restarted_and_stored_once(
                 response = await http.get(
                     f"/conversations/{conversation}/messages", headers=token_minter.headers(client.user_id)
                 )
-            listed = response.json()["messages"]
+            listed = response.json()["messages"][::-1]
 
     kinds = [e["type"] for e in entries]
     restart = kinds.index("restart")

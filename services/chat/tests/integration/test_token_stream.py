@@ -8,7 +8,7 @@ from uuid import uuid4
 import pytest
 from redis.asyncio import Redis
 
-from orrery_chat.streams import TokenStream
+from orrery_chat.streams import RedisTokenStream as TokenStream
 from orrery_shared.turn_keys import cancel_key, stream_key
 from tests.support.infra import Infra
 

@@ -4,21 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
-from uuid import UUID, uuid4
+from uuid import uuid4
 
 import httpx
-import psycopg
 import pytest
 from fastapi import FastAPI
 from prometheus_client import REGISTRY
 
-from orrery_chat import turn_statements as sql
-from orrery_chat.domain import Memory, Persona, StoredMessage
-from orrery_chat.handlers import ChatDeps, TurnContext, begin_in_one_statement
-from orrery_shared.events import ChatTurnCompleted, ChatTurnFailed, ChatTurnRequested, UserMerged
+from orrery_shared.events import ChatTurnCompleted, ChatTurnFailed, UserMerged
 from orrery_shared.kafka import publish_event
 from services.chat.tests.integration.harness import Client, deltas
 from tests.support.infra import Infra
@@ -55,7 +49,7 @@ async def test_a_turn_streams_deltas_in_order_stores_both_messages_and_announces
 
     listed = await http.get(f"/conversations/{conversation}/messages", headers=token_minter.headers(client.user_id))
     assert listed.status_code == 200
-    roles = [(m["role"], m["content"]) for m in listed.json()["messages"]]
+    roles = [(m["role"], m["content"]) for m in listed.json()["messages"][::-1]]
     assert roles == [("assistant", persona.greeting), ("user", "Hello there, who are you?"), ("assistant", reply)]
 
 
@@ -132,7 +126,7 @@ async def test_cancel_mid_stream_keeps_the_partial_reply_as_cancelled(
     assert 0 < len(partial) < len(long_reply) and long_reply.startswith(partial)
     assert completed.status == "cancelled" and completed.assistant_message.content == partial
     listed = await http.get(f"/conversations/{conversation}/messages", headers=token_minter.headers(client.user_id))
-    last = listed.json()["messages"][-1]
+    last = listed.json()["messages"][::-1][-1]
     assert (last["content"], last["status"]) == (partial, "cancelled")
 
 
@@ -153,7 +147,7 @@ async def test_a_first_turn_cancelled_before_it_is_answered_asks_the_llm_nothing
     assert completed.status == "cancelled" and completed.assistant_message.content == ""
     assert llm_stub.chat_requests(model="orrery-chat") == []
     listed = await http.get(f"/conversations/{conversation}/messages", headers=token_minter.headers(client.user_id))
-    assert [(m["content"], m["status"]) for m in listed.json()["messages"]][-2:] == [
+    assert [(m["content"], m["status"]) for m in listed.json()["messages"][::-1]][-2:] == [
         ("Never mind.", "complete"),
         ("", "cancelled"),
     ]
@@ -174,7 +168,7 @@ async def test_an_llm_failure_fails_the_turn_and_keeps_the_users_message(
     assert entries[-1]["type"] == "error" and entries[-1]["retryable"] == "1"
     assert failed.retryable and failed.conversation_id == conversation
     listed = await http.get(f"/conversations/{conversation}/messages", headers=token_minter.headers(client.user_id))
-    assert [m["content"] for m in listed.json()["messages"]][-1] == "Are you there?"
+    assert [m["content"] for m in listed.json()["messages"][::-1]][-1] == "Are you there?"
 
 
 async def test_a_turn_into_another_users_conversation_is_refused_without_touching_it(
@@ -192,7 +186,7 @@ async def test_a_turn_into_another_users_conversation_is_refused_without_touchin
         failed = await spy.wait_for(ChatTurnFailed, lambda e: e.turn_id == turn.turn_id)
     assert entries[-1]["reason"] == "not_found" and not failed.retryable
     owner_view = await http.get(f"/conversations/{conversation}/messages", headers=token_minter.headers(client.user_id))
-    assert "Now mine!" not in [m["content"] for m in owner_view.json()["messages"]]
+    assert "Now mine!" not in [m["content"] for m in owner_view.json()["messages"][::-1]]
     for path in (f"/conversations/{conversation}", f"/conversations/{conversation}/messages"):
         response = await http.get(path, headers=token_minter.headers(intruder))
         assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
@@ -270,7 +264,7 @@ async def test_a_turn_that_waited_too_long_fails_as_expired_without_calling_the_
         r for r in llm_stub.chat_requests(model="orrery-chat") if r["body"]["messages"][-1]["content"] == "Still there?"
     ]
     listed = await http.get(f"/conversations/{conversation}/messages", headers=token_minter.headers(client.user_id))
-    assert listed.json()["messages"][-1]["content"] == "Still there?"
+    assert listed.json()["messages"][::-1][-1]["content"] == "Still there?"
 
 
 async def test_after_a_guest_becomes_an_account_the_account_continues_with_the_guests_private_character(
@@ -296,197 +290,6 @@ async def test_after_a_guest_becomes_an_account_the_account_continues_with_the_g
     assert deltas(entries) == "Of course I remember you."
     stale = await client.send(conversation, persona.character_id, "Still the guest?", user_id=guest)
     assert (await client.until_final(stale.turn_id))[-1]["reason"] == "not_found"
-
-
-async def test_a_message_committed_while_a_turn_waits_for_the_conversation_is_in_its_prompt(
-    infra: Infra, chat: App, client: Client, llm_stub: StubControl
-) -> None:
-    """Another process finishing the conversation's previous turn (a rebalance) commits while this turn waits
-    for the conversation's lock: the one-statement start reads from an earlier snapshot, and must notice."""
-    app, _ = chat
-    deps: ChatDeps = app.state.chat
-    persona = await client.introduce()
-    conversation = uuid4()
-    first = await client.send(conversation, persona.character_id, "First words.")
-    await client.until_final(first.turn_id)
-
-    other = await psycopg.AsyncConnection.connect(
-        infra.role_url("orrery_chat").replace("+psycopg", ""), options="-csearch_path=chat"
-    )
-    try:
-        # The other process appends a reply the way chat does, holding the conversation's row lock.
-        await other.execute(
-            "WITH bumped AS (UPDATE conversations SET last_seq = last_seq + 1, message_count = message_count + 1"
-            " WHERE conversation_id = %(c)s RETURNING last_seq)"
-            " INSERT INTO messages (message_id, conversation_id, seq, role, content, status)"
-            " SELECT %(m)s, %(c)s, last_seq, 'assistant', 'A late reply.', 'complete' FROM bumped",
-            {"c": conversation, "m": uuid4()},
-        )
-        turn = ChatTurnRequested(
-            turn_id=uuid4(),
-            conversation_id=conversation,
-            user_id=client.user_id,
-            character_id=persona.character_id,
-            content="Second words.",
-        )
-
-        started = asyncio.create_task(begin_in_one_statement(turn, deps))
-        await asyncio.sleep(0.3)
-        assert not started.done()  # waiting for the lock
-        await other.commit()
-        context = await asyncio.wait_for(started, 10)
-    finally:
-        await other.close()
-
-    assert isinstance(context, TurnContext)
-    contents = [m.content for m in context.history]
-    assert contents[-2:] == ["A late reply.", "Second words."]
-    assert [m.seq for m in context.history] == list(range(1, len(contents) + 1))
-
-
-async def _projected(deps: ChatDeps, character_id: UUID) -> Persona:
-    deadline = time.monotonic() + 10
-    while (persona := deps.personas.get(character_id)) is None:
-        assert time.monotonic() < deadline, "character.created was not projected"
-        await asyncio.sleep(0.05)
-    return persona
-
-
-async def test_a_new_conversations_first_turn_starts_in_one_statement_with_the_greeting_first(
-    infra: Infra, chat: App, client: Client
-) -> None:
-    app, _ = chat
-    deps: ChatDeps = app.state.chat
-    created = await client.introduce()
-    persona = await _projected(deps, created.character_id)  # character.created leaves its persona at hand
-    assert persona.greeting == created.greeting
-    turn = ChatTurnRequested(
-        turn_id=uuid4(),
-        conversation_id=uuid4(),
-        user_id=client.user_id,
-        character_id=created.character_id,
-        content="Is this seat taken?",
-    )
-
-    context = await begin_in_one_statement(turn, deps)
-
-    assert isinstance(context, TurnContext) and not context.redelivered
-    assert [(m.seq, m.role, m.content) for m in context.history] == [
-        (1, "assistant", created.greeting),
-        (2, "user", "Is this seat taken?"),
-    ]
-    assert context.user_message == context.history[-1] and context.memory.upto_seq == 0
-    async with await psycopg.AsyncConnection.connect(
-        infra.role_url("orrery_chat").replace("+psycopg", ""), options="-csearch_path=chat"
-    ) as db:
-        stored = await (
-            await db.execute(
-                "SELECT c.user_id, c.character_id, c.project_id, c.title, c.message_count, c.last_seq,"
-                " c.last_message_at = m.created_at, t.status, t.user_message_id"
-                " FROM conversations c JOIN turns t ON t.conversation_id = c.conversation_id"
-                " JOIN messages m ON m.message_id = t.user_message_id WHERE c.conversation_id = %s",
-                (turn.conversation_id,),
-            )
-        ).fetchone()
-    assert stored == (
-        client.user_id,
-        created.character_id,
-        context.project_id,
-        "Is this seat taken?",
-        2,
-        2,
-        True,
-        "processing",
-        context.user_message.message_id,
-    )
-
-
-async def test_a_first_turn_into_an_existing_conversation_is_left_to_the_locking_path(
-    infra: Infra, chat: App, client: Client
-) -> None:
-    """A redelivered first turn, or a turn into someone else's conversation, must not start in one statement."""
-    app, _ = chat
-    deps: ChatDeps = app.state.chat
-    created = await client.introduce()
-    await _projected(deps, created.character_id)
-    first = await client.send(uuid4(), created.character_id, "Hello.")
-    await client.until_final(first.turn_id)
-    redelivered = first.model_copy()
-    strangers = first.model_copy(update={"turn_id": uuid4(), "user_id": uuid4()})
-
-    assert await begin_in_one_statement(redelivered, deps) is None
-    assert await begin_in_one_statement(strangers, deps) is None
-
-    async with await psycopg.AsyncConnection.connect(
-        infra.role_url("orrery_chat").replace("+psycopg", ""), options="-csearch_path=chat"
-    ) as db:
-        count = await (
-            await db.execute("SELECT count(*) FROM messages WHERE conversation_id = %s", (first.conversation_id,))
-        ).fetchone()
-    assert count == (3,)  # greeting, message, reply: nothing added
-
-
-async def _start(deps: ChatDeps, turn: ChatTurnRequested, known: tuple[Memory, list[StoredMessage]] | None) -> Any:
-    async with deps.db.direct_statements() as statements:
-        return await sql.start_turn_if_new(
-            statements,
-            turn_id=turn.turn_id,
-            conversation_id=turn.conversation_id,
-            user_id=turn.user_id,
-            character_id=turn.character_id,
-            message_id=uuid4(),
-            content=turn.content,
-            client_msg_id=None,
-            known=known,
-        )
-
-
-async def _answered_once(
-    chat: App, client: Client
-) -> tuple[ChatDeps, ChatTurnRequested, list[StoredMessage], list[StoredMessage]]:
-    """A conversation after one answered turn: its first turn, its stored messages, and those messages as a
-    caller remembers them (marked, so that a copy read from the database would show)."""
-    app, _ = chat
-    deps: ChatDeps = app.state.chat
-    persona = await client.introduce()
-    conversation = uuid4()
-    first = await client.send(conversation, persona.character_id, "Count the moons.")
-    await client.until_final(first.turn_id)
-    async with deps.db.direct_statements() as statements:
-        stored = await sql.messages_after(statements, conversation, 0)
-    return deps, first, stored, [replace(m, content=f"remembered: {m.content}") for m in stored]
-
-
-async def test_unsummarised_messages_the_caller_still_knows_are_not_read_again(chat: App, client: Client) -> None:
-    deps, first, stored, remembered = await _answered_once(chat, client)
-    second = first.model_copy(update={"turn_id": uuid4(), "content": "And the suns?"})
-
-    started = await _start(deps, second, (Memory(), remembered))
-
-    assert started is not None
-    _, history = started
-    assert history[:-1] == remembered
-    assert (history[-1].seq, history[-1].content) == (len(stored) + 1, "And the suns?")
-
-
-async def test_a_caller_that_missed_a_message_or_a_memory_gets_the_messages_read(chat: App, client: Client) -> None:
-    deps, first, stored, remembered = await _answered_once(chat, client)
-    conversation = first.conversation_id
-
-    missed_one = first.model_copy(update={"turn_id": uuid4(), "content": "Second."})
-    started = await _start(deps, missed_one, (Memory(), remembered[:-1]))  # the reply is not known
-    assert started is not None
-    assert [m.content for m in started[1]] == [m.content for m in stored] + ["Second."]
-
-    async with deps.db.direct_statements() as statements:  # a fold saved elsewhere, with the same reach
-        await sql.save_memory(statements, conversation, Memory("They counted moons.", 1))
-    known = (Memory("Another summary.", 1), [m for m in remembered if m.seq > 1] + [started[1][-1]])
-    other_words = first.model_copy(update={"turn_id": uuid4(), "content": "Third."})
-    started = await _start(deps, other_words, known)
-    assert started is not None
-    state, history = started
-    assert state.memory == Memory("They counted moons.", 1)
-    assert [m.content for m in history] == [m.content for m in stored[1:]] + ["Second.", "Third."]
 
 
 async def test_a_turn_naming_another_users_project_is_refused_and_its_own_projects_are_shared(

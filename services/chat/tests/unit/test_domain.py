@@ -9,6 +9,7 @@ from orrery_chat.domain import (
     MESSAGE_OVERHEAD,
     Memory,
     MemoryPolicy,
+    PathContext,
     Persona,
     StoredMessage,
     build_prompt,
@@ -45,7 +46,8 @@ def test_the_newest_message_is_kept_even_when_it_alone_exceeds_the_budget() -> N
 
 def test_summarised_messages_never_reach_the_prompt_but_the_summary_does() -> None:
     messages = history("my ship is the Kestrel", "nice", "what is my ship?")
-    prompt = build_prompt(PERSONA, Memory("The user flies the Kestrel.", 2), messages, MemoryPolicy(), words)
+    context = PathContext(Memory("The user flies the Kestrel.", messages[1].message_id), messages[2:])
+    prompt = build_prompt(PERSONA, context, MemoryPolicy(), words)
     assert [m["content"] for m in prompt.messages[1:]] == ["what is my ship?"]
     assert "The user flies the Kestrel." in prompt.messages[0]["content"]
     assert "Zed" in prompt.messages[0]["content"]
@@ -53,14 +55,21 @@ def test_summarised_messages_never_reach_the_prompt_but_the_summary_does() -> No
 
 def test_nothing_is_folded_while_the_window_fits() -> None:
     policy = MemoryPolicy(window_tokens=100)
-    assert messages_to_fold(history("a b", "c d"), Memory(), policy, words) == []
+    assert messages_to_fold(history("a b", "c d"), policy, words) == []
 
 
 def test_an_overflowing_window_folds_its_oldest_messages_down_to_the_fold_share() -> None:
     policy = MemoryPolicy(window_tokens=3 * (2 + MESSAGE_OVERHEAD), fold_to_share=0.5)
     messages = history("a b", "c d", "e f", "g h")
-    folded = messages_to_fold(messages, Memory(), policy, words)
+    folded = messages_to_fold(messages, policy, words)
     assert [m.content for m in folded] == ["a b", "c d", "e f"]
+
+
+def test_a_continued_message_ends_the_prompt_with_the_nudge_to_go_on_from_it() -> None:
+    messages = history("tell me a story", "Once upon a time")
+    prompt = build_prompt(PERSONA, PathContext(Memory(), messages), MemoryPolicy(), words, continuing=True)
+    assert prompt.messages[-2] == {"role": "assistant", "content": "Once upon a time"}
+    assert prompt.messages[-1]["role"] == "system" and "Continue" in prompt.messages[-1]["content"]
 
 
 def test_titles_come_from_the_first_message_shortened_on_a_word() -> None:

@@ -6,7 +6,8 @@ import asyncio
 from typing import Any
 from uuid import uuid4
 
-from orrery_chat.streams import BATCH_YIELD, TokenStream
+from orrery_chat.streams import BATCH_YIELD
+from orrery_chat.streams import RedisTokenStream as TokenStream
 
 
 class RecordingRedis:

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from orrery_shared.events.envelope import Event
 
@@ -119,8 +119,12 @@ class CharacterFailed(Event):
 # --- chat ---------------------------------------------------------------------------------------------
 
 
+TurnMode = Literal["reply", "regenerate", "continue", "edit"]
+
+
 class ChatTurnRequested(Event):
-    """A user sent a message; the chat service answers it."""
+    """A user sent a message, or asked for another reply (regenerate), more of one (continue) or a changed
+    message (edit); the chat service answers it."""
 
     TOPIC = "chat.turn-requested.v1"
     KEY_FIELD = "conversation_id"
@@ -132,8 +136,25 @@ class ChatTurnRequested(Event):
     user_id: UUID
     character_id: UUID
     project_id: UUID | None = Field(None, description="story project; chat creates a default one if null")
-    content: str = Field(min_length=1, max_length=16_000)
+    content: str = Field("", max_length=16_000, description="the user's text (reply, edit); empty otherwise")
     client_msg_id: str | None = Field(None, max_length=100, description="client's id, echoed back")
+    mode: TurnMode = Field(
+        "reply",
+        description=(
+            "reply: answer `content` at the end of the active path; regenerate: a new alternative of the "
+            "character's message `message_id`; continue: extend the character's message `message_id`; edit: a "
+            "new alternative of `message_id` with `content` (a user message is then answered anew)"
+        ),
+    )
+    message_id: UUID | None = Field(None, description="the message regenerated, continued or edited")
+
+    @model_validator(mode="after")
+    def _mode_needs(self) -> ChatTurnRequested:
+        if self.mode in ("reply", "edit") and not self.content:
+            raise ValueError(f"a {self.mode} turn needs content")
+        if self.mode != "reply" and self.message_id is None:
+            raise ValueError(f"a {self.mode} turn needs message_id")
+        return self
 
 
 class MessageRecord(BaseModel):
@@ -170,10 +191,17 @@ class ChatTurnCompleted(Event):
     user_id: UUID
     character_id: UUID
     project_id: UUID
-    user_message: MessageRecord
-    assistant_message: MessageRecord
+    user_message: MessageRecord | None = Field(
+        description="the user's message the reply answers (null only for an edited greeting)"
+    )
+    assistant_message: MessageRecord = Field(description="the reply; after a continue, the whole extended message")
     status: Literal["complete", "cancelled"] = Field("complete", description="cancelled keeps the partial")
     usage: TokenUsage
+    mode: TurnMode = "reply"
+    replaced_turn_ids: list[UUID] = Field(
+        default_factory=list,
+        description="turns on the branch the active path left (a regenerate or an edit): not part of the story now",
+    )
 
 
 class ChatTurnFailed(Event):

@@ -599,13 +599,17 @@ async function openConversation(id, { quiet = false } = {}) {
   }
 }
 
+// The active path, oldest first (the API pages it from the newest message up).
 async function allMessages(id) {
   const all = [];
-  for (let offset = 0; ; offset += 200) {
-    const page = await api(`/api/conversations/${id}/messages?limit=200&offset=${offset}`);
+  let before = null;
+  do {
+    const cursor = before ? `&before=${before}` : "";
+    const page = await api(`/api/conversations/${id}/messages?limit=200${cursor}`);
     all.push(...page.messages);
-    if (page.messages.length < 200) return all;
-  }
+    before = page.next_before;
+  } while (before);
+  return all.reverse();
 }
 
 function addBubble(role, text, { status = "complete", time = null, messageId = null, greeting = false } = {}) {

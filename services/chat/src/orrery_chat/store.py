@@ -1,0 +1,516 @@
+"""The turn store on PostgreSQL (see orrery_chat.ports.TurnStore): how a turn is recorded, taken over by a
+later attempt, finished and failed, each in one transaction.
+
+A turn is processed exactly once in effect although Kafka delivers at least once: its `turns` row records how
+far it got and which attempt is the newest (`attempts`); only that attempt, while the turn is processing,
+stores a result, and the database holds at most one reply per turn (`messages_one_reply_per_turn`).
+
+Locks are always taken turn first, then conversation, by everything that changes an existing turn, so two
+attempts of one turn cannot deadlock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID, uuid4
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from orrery_chat import tree
+from orrery_chat.domain import (
+    CharacterUnknown,
+    ConversationNotFound,
+    Memory,
+    MessageNotFound,
+    MessageStatus,
+    NotAllowed,
+    PathContext,
+    Persona,
+    Role,
+    StoredMessage,
+    title_from,
+)
+from orrery_chat.ports import FinishedTurn, Mode, Reply, StartedTurn
+from orrery_chat.tables import characters, conversations, messages, turns
+from orrery_shared.db import Database
+from orrery_shared.events import ChatTurnCompleted, ChatTurnFailed, ChatTurnRequested
+
+CHARACTER_POLL_S = 0.2
+
+
+class _StartedConcurrently(Exception):
+    """Another delivery of the turn recorded it while this one waited for the conversation: take it over."""
+
+
+@dataclass(frozen=True)
+class _Conversation:
+    conversation_id: UUID
+    user_id: UUID
+    character_id: UUID
+    project_id: UUID
+    active_leaf_id: UUID | None
+
+
+def persona_of(row: Any) -> Persona:
+    """The persona of anything carrying a character's fields by name: a `characters` row, or the
+    `character.created` event itself."""
+    return Persona(
+        character_id=row.character_id,
+        name=row.name,
+        planet=row.planet,
+        sex=row.sex,
+        species=row.species,
+        archetype=row.archetype,
+        personality=row.personality,
+        backstory=row.backstory,
+        speaking_style=row.speaking_style,
+        greeting=row.greeting,
+        owner_user_id=row.owner_user_id,
+        portrait_url=row.portrait_url,
+        tags=tuple(row.tags or ()),
+    )
+
+
+async def read_persona(session: AsyncSession, character_id: UUID) -> Persona | None:
+    row = (await session.execute(sa.select(characters).where(characters.c.character_id == character_id))).first()
+    return persona_of(row) if row else None
+
+
+async def message_in(session: AsyncSession, conversation_id: UUID, message_id: UUID) -> StoredMessage | None:
+    row = (
+        await session.execute(
+            sa.select(messages).where(
+                messages.c.message_id == message_id, messages.c.conversation_id == conversation_id
+            )
+        )
+    ).first()
+    return tree.stored(row) if row else None
+
+
+async def append(
+    session: AsyncSession,
+    conversation: _Conversation,
+    *,
+    parent_id: UUID | None,
+    role: Role,
+    content: str,
+    status: MessageStatus = "complete",
+    turn_id: UUID | None = None,
+    client_msg_id: str | None = None,
+    usage: Reply | None = None,
+    created_at: Any = None,
+    activate: bool = True,
+    message_id: UUID | None = None,
+) -> StoredMessage:
+    """Add a message under `parent_id` (a first message when None), numbered next in the conversation; when
+    `activate`, it becomes the active leaf (the conversation's row must be locked)."""
+    bumped = (
+        await session.execute(
+            conversations.update()
+            .where(conversations.c.conversation_id == conversation.conversation_id)
+            .values(
+                last_seq=conversations.c.last_seq + 1,
+                message_count=conversations.c.message_count + 1,
+                last_message_at=created_at if created_at is not None else sa.func.now(),
+                status="active",
+            )
+            .returning(conversations.c.last_seq, conversations.c.last_message_at)
+        )
+    ).one()
+    message_id = message_id or uuid4()
+    values: dict[str, Any] = {
+        "message_id": message_id,
+        "conversation_id": conversation.conversation_id,
+        "seq": bumped.last_seq,
+        "parent_id": parent_id,
+        "role": role,
+        "content": content,
+        "status": status,
+        "turn_id": turn_id,
+        "client_msg_id": client_msg_id,
+        "created_at": bumped.last_message_at,
+    }
+    if usage is not None:
+        values |= {
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "model": usage.model,
+        }
+    await session.execute(messages.insert().values(values))
+    if activate:
+        if parent_id is not None and parent_id == conversation.active_leaf_id:
+            # The common case, a message added below the active leaf: only its parent's pointer changes.
+            await session.execute(
+                messages.update().where(messages.c.message_id == parent_id).values(active_child_id=message_id)
+            )
+            await session.execute(
+                conversations.update()
+                .where(conversations.c.conversation_id == conversation.conversation_id)
+                .values(active_leaf_id=message_id)
+            )
+        else:
+            await tree.make_active(session, conversation.conversation_id, message_id, descend=False)
+    return StoredMessage(
+        message_id,
+        bumped.last_seq,
+        role,
+        content,
+        status,
+        bumped.last_message_at,
+        parent_id,
+        turn_id,
+    )
+
+
+def _newest_attempt(turn: StartedTurn) -> sa.ColumnElement[bool]:
+    """The turn's row, while it is processing and `turn.attempt` is its newest attempt (the fence)."""
+    return sa.and_(turns.c.turn_id == turn.turn_id, turns.c.status == "processing", turns.c.attempts == turn.attempt)
+
+
+class PostgresTurnStore:
+    """Chat's turns on its PostgreSQL schema."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # --- beginning a turn ------------------------------------------------------------------------------
+
+    async def begin(self, event: ChatTurnRequested, character_wait_s: float) -> StartedTurn | FinishedTurn:
+        # character.created and the first turn travel on different topics: give the projection a moment.
+        deadline = time.monotonic() + character_wait_s
+        while True:
+            try:
+                async with self.db.transaction() as tx:
+                    return await self._begin(tx.session, event)
+            except _StartedConcurrently:
+                continue
+            except CharacterUnknown:
+                if time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(CHARACTER_POLL_S)
+
+    async def _begin(self, session: AsyncSession, event: ChatTurnRequested) -> StartedTurn | FinishedTurn:
+        turn = (
+            await session.execute(sa.select(turns).where(turns.c.turn_id == event.turn_id).with_for_update())
+        ).first()
+        if turn is not None:
+            return await self._take_over(session, event, turn)
+        conversation = await self._locked_conversation(session, event.conversation_id)
+        if await session.scalar(sa.select(sa.exists().where(turns.c.turn_id == event.turn_id))):
+            raise _StartedConcurrently
+        if conversation is not None and conversation.user_id != event.user_id:
+            raise ConversationNotFound(event.conversation_id)
+        character_id = conversation.character_id if conversation is not None else event.character_id
+        persona = await read_persona(session, character_id)
+        if persona is None or not persona.visible_to(event.user_id):
+            raise CharacterUnknown(character_id)
+        if conversation is None:
+            if event.mode != "reply":
+                raise ConversationNotFound(event.conversation_id)
+            conversation = await self._create_conversation(session, event, persona)
+        return await self._start(session, event, conversation, persona)
+
+    async def _locked_conversation(self, session: AsyncSession, conversation_id: UUID) -> _Conversation | None:
+        row = (
+            await session.execute(
+                sa.select(
+                    conversations.c.conversation_id,
+                    conversations.c.user_id,
+                    conversations.c.character_id,
+                    conversations.c.project_id,
+                    conversations.c.active_leaf_id,
+                )
+                .where(conversations.c.conversation_id == conversation_id)
+                .with_for_update()
+            )
+        ).first()
+        return _Conversation(*row) if row else None
+
+    async def _create_conversation(
+        self, session: AsyncSession, event: ChatTurnRequested, persona: Persona
+    ) -> _Conversation:
+        if event.project_id is not None:
+            # A project another user's conversations feed is refused as someone else's conversation is.
+            others = sa.exists().where(
+                conversations.c.project_id == event.project_id, conversations.c.user_id != event.user_id
+            )
+            if await session.scalar(sa.select(others)):
+                raise ConversationNotFound(event.conversation_id)
+        created = await session.execute(
+            insert(conversations)
+            .values(
+                conversation_id=event.conversation_id,
+                user_id=event.user_id,
+                character_id=persona.character_id,
+                project_id=event.project_id or uuid4(),
+                title=title_from(event.content),
+            )
+            .on_conflict_do_nothing()
+            .returning(conversations.c.conversation_id)
+        )
+        if created.first() is None:
+            raise _StartedConcurrently  # another first turn created it meanwhile: start over, finding it
+        conversation = await self._locked_conversation(session, event.conversation_id)
+        assert conversation is not None
+        await append(session, conversation, parent_id=None, role="assistant", content=persona.greeting)
+        found = await self._locked_conversation(session, event.conversation_id)
+        assert found is not None
+        return found
+
+    async def _start(
+        self, session: AsyncSession, event: ChatTurnRequested, conversation: _Conversation, persona: Persona
+    ) -> StartedTurn:
+        """Record a new turn: what it adds to the tree, and where its reply will hang."""
+        target: StoredMessage | None = None
+        user_message: StoredMessage | None = None
+        replaced: tuple[UUID, ...] = ()
+        if event.mode == "reply":
+            user_message = await append(
+                session,
+                conversation,
+                parent_id=conversation.active_leaf_id,
+                role="user",
+                content=event.content,
+                turn_id=event.turn_id,
+                client_msg_id=event.client_msg_id,
+            )
+            reply_parent: UUID | None = user_message.message_id
+        else:
+            assert event.message_id is not None  # the event's own validation
+            target = await message_in(session, conversation.conversation_id, event.message_id)
+            if target is None:
+                raise MessageNotFound(event.message_id)
+            reply_parent, user_message, replaced = await self._branch(session, event, conversation, target)
+        await session.execute(
+            turns.insert().values(
+                turn_id=event.turn_id,
+                conversation_id=conversation.conversation_id,
+                status="processing",
+                mode=event.mode,
+                user_message_id=user_message.message_id if user_message is not None else None,
+                reply_parent_id=reply_parent,
+                target_message_id=target.message_id if target is not None else None,
+            )
+        )
+        start = target.message_id if event.mode == "continue" and target is not None else reply_parent
+        context = await tree.context_at(session, start) if start is not None else PathContext(Memory(), [])
+        return StartedTurn(
+            turn_id=event.turn_id,
+            attempt=1,
+            redelivered=False,
+            stream_seq=0,
+            mode=event.mode,
+            project_id=conversation.project_id,
+            persona=persona,
+            user_message=user_message,
+            reply_parent_id=reply_parent,
+            target=target,
+            context=context,
+            replaced_turn_ids=replaced,
+        )
+
+    async def _branch(
+        self, session: AsyncSession, event: ChatTurnRequested, conversation: _Conversation, target: StoredMessage
+    ) -> tuple[UUID | None, StoredMessage | None, tuple[UUID, ...]]:
+        """Regenerate, continue or edit `target`: where the reply hangs, the user message it answers, and the
+        turns of the branch the active path leaves."""
+        cid = conversation.conversation_id
+        leaf = conversation.active_leaf_id
+        if event.mode == "continue":
+            if target.role != "assistant":
+                raise NotAllowed("only the character's messages can be continued")
+            has_children = sa.exists().where(messages.c.parent_id == target.message_id)
+            if await session.scalar(sa.select(has_children)):
+                raise NotAllowed("only a message with nothing after it can be continued")
+            if leaf != target.message_id:
+                await tree.make_active(session, cid, target.message_id)
+            parent = await message_in(session, cid, target.parent_id) if target.parent_id else None
+            return target.parent_id, parent if parent is not None and parent.role == "user" else None, ()
+        if event.mode == "regenerate":
+            if target.role != "assistant":
+                raise NotAllowed("only the character's messages can be regenerated; edit your own instead")
+            if target.parent_id is None:
+                raise NotAllowed("the first message is the character's greeting; it is not generated")
+            parent = await message_in(session, cid, target.parent_id)
+            assert parent is not None
+            replaced = await tree.left_turns(session, leaf, parent.message_id)
+            # Until the new reply is stored, the path ends at the message it answers.
+            await tree.make_active(session, cid, parent.message_id, descend=False)
+            return parent.message_id, parent if parent.role == "user" else None, replaced
+        # edit
+        if target.role == "assistant":
+            parent = await message_in(session, cid, target.parent_id) if target.parent_id else None
+            replaced = await tree.left_turns(session, leaf, target.parent_id) if target.parent_id else ()
+            return target.parent_id, parent if parent is not None and parent.role == "user" else None, replaced
+        edited = await append(
+            session,
+            conversation,
+            parent_id=target.parent_id,
+            role="user",
+            content=event.content,
+            turn_id=event.turn_id,
+            client_msg_id=event.client_msg_id,
+        )
+        replaced = await tree.left_turns(session, leaf, edited.message_id)
+        return edited.message_id, edited, replaced
+
+    async def _take_over(
+        self, session: AsyncSession, event: ChatTurnRequested, turn: Any
+    ) -> StartedTurn | FinishedTurn:
+        """A redelivery: how the turn ended, or (still processing: the earlier attempt died or was cut off) the
+        turn as a new attempt."""
+        if turn.status != "processing":
+            return FinishedTurn(turn.status, turn.assistant_message_id, turn.failure)
+        conversation = (
+            await session.execute(
+                sa.select(conversations).where(conversations.c.conversation_id == turn.conversation_id)
+            )
+        ).first()
+        if conversation is None or conversation.user_id != event.user_id:
+            raise ConversationNotFound(event.conversation_id)
+        persona = await read_persona(session, conversation.character_id)
+        if persona is None:
+            raise CharacterUnknown(conversation.character_id)
+        retried = (
+            await session.execute(
+                turns.update()
+                .where(turns.c.turn_id == event.turn_id)
+                .values(attempts=turns.c.attempts + 1)
+                .returning(turns.c.attempts, turns.c.stream_seq)
+            )
+        ).one()
+        cid = turn.conversation_id
+        user_message = await message_in(session, cid, turn.user_message_id) if turn.user_message_id else None
+        target = await message_in(session, cid, turn.target_message_id) if turn.target_message_id else None
+        mode: Mode = turn.mode
+        start = turn.target_message_id if mode == "continue" else turn.reply_parent_id
+        context = await tree.context_at(session, start) if start is not None else PathContext(Memory(), [])
+        return StartedTurn(
+            turn_id=event.turn_id,
+            attempt=int(retried.attempts),
+            redelivered=True,
+            stream_seq=int(retried.stream_seq or 0),
+            mode=mode,
+            project_id=conversation.project_id,
+            persona=persona,
+            user_message=user_message,
+            reply_parent_id=turn.reply_parent_id,
+            target=target,
+            context=context,
+        )
+
+    # --- ending a turn ---------------------------------------------------------------------------------
+
+    async def finish(self, turn: StartedTurn, reply: Reply, completed: ChatTurnCompleted) -> StoredMessage | None:
+        async with self.db.transaction() as tx:
+            session = tx.session
+            message_id = (
+                turn.target.message_id
+                if turn.mode == "continue" and turn.target
+                else completed.assistant_message.message_id
+            )
+            ended = await session.execute(
+                turns.update()
+                .where(
+                    turns.c.turn_id == turn.turn_id, turns.c.status == "processing", turns.c.attempts == turn.attempt
+                )
+                .values(
+                    status="completed" if reply.status == "complete" else "cancelled",
+                    assistant_message_id=message_id,
+                    failure=None,
+                    finished_at=sa.func.now(),
+                )
+                .returning(turns.c.conversation_id)
+            )
+            row = ended.first()
+            if row is None:
+                return None
+            conversation = await self._locked_conversation(session, row.conversation_id)
+            assert conversation is not None  # deleting a conversation deletes its turns
+            if turn.mode == "continue" and turn.target is not None:
+                stored = await self._extend(session, conversation, turn.target, reply)
+            else:
+                stored = await append(
+                    session,
+                    conversation,
+                    parent_id=turn.reply_parent_id,
+                    role="assistant",
+                    content=reply.text,
+                    status=reply.status,
+                    turn_id=turn.turn_id,
+                    usage=reply,
+                    created_at=reply.created_at,
+                    message_id=message_id,
+                )
+            await tx.publish(completed)
+            return stored
+
+    async def _extend(
+        self, session: AsyncSession, conversation: _Conversation, target: StoredMessage, reply: Reply
+    ) -> StoredMessage:
+        row = (
+            await session.execute(
+                messages.update()
+                .where(messages.c.message_id == target.message_id)
+                .values(
+                    content=messages.c.content + reply.text,
+                    status=reply.status,
+                    prompt_tokens=sa.func.coalesce(messages.c.prompt_tokens, 0) + reply.prompt_tokens,
+                    completion_tokens=sa.func.coalesce(messages.c.completion_tokens, 0) + reply.completion_tokens,
+                    model=reply.model,
+                )
+                .returning(*messages.c)
+            )
+        ).one()
+        await session.execute(
+            conversations.update()
+            .where(conversations.c.conversation_id == conversation.conversation_id)
+            .values(last_message_at=reply.created_at)
+        )
+        if conversation.active_leaf_id != target.message_id:
+            await tree.make_active(session, conversation.conversation_id, target.message_id)
+        return tree.stored(row)
+
+    async def fail(self, turn: StartedTurn, failed: ChatTurnFailed) -> bool:
+        async with self.db.transaction() as tx:
+            ended = await tx.session.execute(
+                turns.update()
+                .where(
+                    turns.c.turn_id == turn.turn_id, turns.c.status == "processing", turns.c.attempts == turn.attempt
+                )
+                .values(status="failed", assistant_message_id=None, failure=failed.reason, finished_at=sa.func.now())
+                .returning(turns.c.turn_id)
+            )
+            if ended.first() is None:
+                return False
+            await tx.publish(failed)
+            return True
+
+    async def refuse(self, failed: ChatTurnFailed) -> None:
+        async with self.db.transaction() as tx:
+            await tx.publish(failed)
+
+    async def record_stream_seq(self, turn_id: UUID, seq: int) -> None:
+        async with self.db.transaction() as tx:
+            await tx.session.execute(
+                turns.update()
+                .where(turns.c.turn_id == turn_id)
+                .values(stream_seq=sa.func.greatest(sa.func.coalesce(turns.c.stream_seq, 0), seq))
+            )
+
+    # --- memory ----------------------------------------------------------------------------------------
+
+    async def path_context(self, message_id: UUID) -> PathContext:
+        async with self.db.transaction() as tx:
+            return await tree.context_at(tx.session, message_id)
+
+    async def save_summary(self, message_id: UUID, memory: Memory) -> None:
+        async with self.db.transaction() as tx:
+            await tx.session.execute(
+                messages.update().where(messages.c.message_id == message_id).values(summary=memory.summary)
+            )
