@@ -42,8 +42,9 @@ def chat_process(env: dict[str, str], port: int) -> Iterator[subprocess.Popen[by
         stop(proc)
 
 
+@pytest.mark.parametrize("mode", ["reply", "regenerate", "continue"])
 async def test_a_turn_interrupted_by_a_crash_is_restarted_and_stored_once(
-    infra: Infra, llm_stub_url: str, llm_stub: StubControl, token_minter: TokenMinter
+    infra: Infra, llm_stub_url: str, llm_stub: StubControl, token_minter: TokenMinter, mode: str
 ) -> None:
     await migrate(infra)
     env = {
@@ -54,14 +55,19 @@ async def test_a_turn_interrupted_by_a_crash_is_restarted_and_stored_once(
         "ORRERY_CHAT_CONSUMER_GROUP_PREFIX": await fresh_groups(infra),
     }
     reply = " ".join(f"syllable{i}" for i in range(60))
-    # Both attempts get the same scripted text, streamed slowly enough to kill the first one halfway.
-    llm_stub.script(model="orrery-chat", content=reply, tokens_per_second=30, times=2)
+    # Both attempts get the same scripted text, streamed slowly enough to kill the first one halfway (after a
+    # quick first reply, for the modes that work on one).
+    slow = {"model": "orrery-chat", "content": reply, "tokens_per_second": 30, "times": 2}
+    llm_stub.script(*([] if mode == "reply" else [{"model": "orrery-chat", "content": "Begin."}]), slow)
 
     async with client_for(infra) as client, spying(infra.kafka_bootstrap, ChatTurnCompleted) as spy:
         with chat_process(env, free_port()) as first:
             persona = await client.introduce()
             conversation = uuid4()
             turn = await client.send(conversation, persona.character_id, "Sing me the long song.")
+            if mode != "reply":
+                first_reply = (await client.until_final(turn.turn_id))[-1]["message_id"]
+                turn = await client.send(conversation, persona.character_id, "", mode=mode, message_id=first_reply)
             while len([e for e in await client.entries(turn.turn_id) if e["type"] == "delta"]) < 30:
                 await asyncio.sleep(0.02)
             first.send_signal(signal.SIGKILL)
@@ -86,7 +92,8 @@ async def test_a_turn_interrupted_by_a_crash_is_restarted_and_stored_once(
     assert [int(e["seq"]) for e in entries] == list(range(1, len(entries) + 1))  # no gap, no repeat
     assert deltas(entries[restart:]) == reply
     assert len(spy.of(ChatTurnCompleted, lambda e: e.turn_id == turn.turn_id)) == 1
-    assert completed.assistant_message.content == reply
-    assistant_replies = [m for m in listed if m["role"] == "assistant" and m["content"] == reply]
-    assert len(assistant_replies) == 1
-    assert [m["content"] for m in listed if m["role"] == "user"] == ["Sing me the long song."]
+    stored = "Begin." + reply if mode == "continue" else reply
+    assert completed.assistant_message.content == stored
+    assert [m["content"] for m in listed] == [persona.greeting, "Sing me the long song.", stored]
+    if mode == "regenerate":
+        assert (listed[-1]["sibling_index"], listed[-1]["sibling_count"]) == (2, 2)  # one new alternative
