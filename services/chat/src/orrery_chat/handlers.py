@@ -164,7 +164,9 @@ async def _announce(finished: FinishedTurn, stream: TokenStream) -> None:
         await stream.announce_error(finished.failure or "failed", retryable=True)
     else:
         assert finished.assistant_message_id is not None
-        await stream.announce_done(finished.assistant_message_id, finished.status)
+        # The turn's row says "completed"; the stream speaks of the reply, as turn.done does: "complete".
+        status = "complete" if finished.status == "completed" else finished.status
+        await stream.announce_done(finished.assistant_message_id, status)
 
 
 def _expired(event: ChatTurnRequested, deps: ChatDeps) -> bool:

@@ -2,7 +2,7 @@
 
 Every entry carries a `seq` that only grows within a turn (a regenerated turn continues after the entries of
 the interrupted attempt), so a reader resuming "after seq N" gets exactly what follows, with no gap or repeat.
-Entry types: delta {text}, restart {}, done {message_id, status}, error {reason, retryable}.
+The entries' kinds and fields are the contract in orrery_shared.token_stream, which the gateway reads by.
 
 Attempts are fenced. Each delivery of a turn that answers it is an attempt with a number from the database
 (`turns.attempts`); the key `turn:{turn_id}:attempt` holds the newest attempt that wrote, and a write of an
@@ -20,13 +20,14 @@ from uuid import UUID
 
 from redis.asyncio import Redis
 
+from orrery_shared import token_stream as entries
 from orrery_shared.turn_keys import attempt_key, cancel_key, stream_key
 
 # Reads the fence (KEYS[3]): an attempt older than the newest that wrote gets -2 and writes nothing; a newer one
 # becomes the newest. Then numbers on from the stream's (KEYS[1]) last entry, or from ARGV[4] if that is higher
 # (the stream was lost). ARGV[1] is the attempt; 0 writes unfenced (a turn refused before it had an attempt, or
 # an announcement of a stored result).
-_FENCE_AND_NUMBER = """
+_FENCE_AND_NUMBER = f"""
 local attempt = tonumber(ARGV[1])
 if attempt > 0 then
     local newest = tonumber(redis.call('GET', KEYS[3]) or '0')
@@ -43,8 +44,8 @@ local kind = nil
 if last[1] then
     local fields = last[1][2]
     for i = 1, #fields, 2 do
-        if fields[i] == 'seq' then seq = math.max(seq, tonumber(fields[i + 1])) end
-        if fields[i] == 'type' then kind = fields[i + 1] end
+        if fields[i] == '{entries.SEQ}' then seq = math.max(seq, tonumber(fields[i + 1])) end
+        if fields[i] == '{entries.TYPE}' then kind = fields[i + 1] end
     end
 end
 """
@@ -61,10 +62,11 @@ if redis.call('EXISTS', KEYS[2]) == 1 then
 end
 """
     + _FENCE_AND_NUMBER
-    + """
+    + f"""
 for i = 5, #ARGV do
     seq = seq + 1
-    redis.call('XADD', KEYS[1], '*', 'seq', seq, 'type', 'delta', 'text', ARGV[i])
+    redis.call('XADD', KEYS[1], '*', '{entries.SEQ}', seq, '{entries.TYPE}', '{entries.Kind.DELTA}',
+               '{entries.TEXT}', ARGV[i])
 end
 if ARGV[2] ~= '0' then
     redis.call('EXPIRE', KEYS[1], ARGV[2])
@@ -78,12 +80,12 @@ return seq
 # already ends with a `done` or an `error`: a redelivery does not announce a turn twice.
 APPEND_ENTRY = (
     _FENCE_AND_NUMBER
-    + """
-if ARGV[6] == '1' and (kind == 'done' or kind == 'error') then
+    + f"""
+if ARGV[6] == '1' and (kind == '{entries.Kind.DONE}' or kind == '{entries.Kind.ERROR}') then
     return 0
 end
 seq = seq + 1
-local entry = {'seq', seq, 'type', ARGV[5]}
+local entry = {{'{entries.SEQ}', seq, '{entries.TYPE}', ARGV[5]}}
 for i = 7, #ARGV do
     entry[#entry + 1] = ARGV[i]
 end
@@ -205,21 +207,21 @@ class RedisTokenStream:
 
     async def restart(self) -> None:
         """Tell readers the reply is generated anew; from here on earlier attempts write nothing."""
-        await self._entry("restart", {}, ttl=self.active_ttl)
+        await self._entry(entries.Kind.RESTART, {}, ttl=self.active_ttl)
 
     async def done(self, message_id: UUID, status: str) -> None:
-        await self._entry("done", {"message_id": str(message_id), "status": status})
+        await self._entry(entries.Kind.DONE, entries.done_fields(str(message_id), status))
 
     async def error(self, reason: str, retryable: bool) -> None:
-        await self._entry("error", {"reason": reason, "retryable": str(int(retryable))})
+        await self._entry(entries.Kind.ERROR, entries.error_fields(reason, retryable))
 
     async def announce_done(self, message_id: UUID, status: str) -> None:
         """`done` for a reply stored earlier, unless the stream already ends with its result."""
-        await self._entry("done", {"message_id": str(message_id), "status": status}, once=True)
+        await self._entry(entries.Kind.DONE, entries.done_fields(str(message_id), status), once=True)
 
     async def announce_error(self, reason: str, retryable: bool) -> None:
         """`error` for a turn that failed earlier, unless the stream already ends with its result."""
-        await self._entry("error", {"reason": reason, "retryable": str(int(retryable))}, once=True)
+        await self._entry(entries.Kind.ERROR, entries.error_fields(reason, retryable), once=True)
 
     async def _entry(self, kind: str, fields: dict[str, str], ttl: int | None = None, once: bool = False) -> None:
         await self.flush()

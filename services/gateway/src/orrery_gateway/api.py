@@ -6,13 +6,13 @@ import functools
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import httpx
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from orrery_gateway import turns
 from orrery_gateway.context import Gateway
@@ -24,6 +24,7 @@ from orrery_gateway.public_routes import document as public_document
 from orrery_gateway.submit import (
     KnownConversation,
     Submitted,
+    conversation_of_message,
     existing_conversation,
     new_conversation,
     rate_limited,
@@ -65,17 +66,66 @@ Caller = Annotated[Principal, Depends(caller)]
 # --- chat ---------------------------------------------------------------------------------------------
 
 
-class ChatIn(BaseModel):
-    """The story bot's chat request; `session_id` is the conversation. An unknown member is refused, so that a
-    misspelt `session_id` does not start a new conversation unnoticed."""
-
+class _ChatRequest(BaseModel):
+    # An unknown member is refused, so that a misspelt `session_id` does not start a new conversation unnoticed.
     model_config = ConfigDict(extra="forbid")
 
-    text: str = Field(max_length=100_000, pattern=NOT_BLANK)
     session_id: UUID | None = None
+    client_msg_id: str | None = Field(None, max_length=100)
+
+
+class ChatReplyIn(_ChatRequest):
+    """The story bot's chat request: `text` answered at the end of the conversation `session_id` (a new
+    conversation when absent: with `character_id`, or else the first preset character)."""
+
+    mode: Literal["reply"] = "reply"
+    text: str = Field(max_length=100_000, pattern=NOT_BLANK)
     project_id: UUID | None = None
     character_id: UUID | None = None
-    client_msg_id: str | None = Field(None, max_length=100)
+
+
+class ChatRegenerateIn(_ChatRequest):
+    """Another reply in place of the character's message `message_id`, as a new alternative beside it. The
+    conversation is the message's; `session_id`, if given, must name it."""
+
+    mode: Literal["regenerate"]
+    message_id: UUID
+
+
+class ChatContinueIn(_ChatRequest):
+    """More of the character's message `message_id`: the reply is the text that extends it. The conversation is
+    the message's; `session_id`, if given, must name it."""
+
+    mode: Literal["continue"]
+    message_id: UUID
+
+
+class ChatEditIn(_ChatRequest):
+    """A new alternative of the message `message_id` with `text` (an edited user message is answered anew, an
+    edited message of the character is stored as it is). The conversation is the message's; `session_id`, if
+    given, must name it."""
+
+    mode: Literal["edit"]
+    message_id: UUID
+    text: str = Field(max_length=100_000, pattern=NOT_BLANK)
+
+
+def _mode_of(body: Any) -> Any:
+    """Which kind of request a body is: its `mode`, `reply` when it has none."""
+    if isinstance(body, dict):
+        return body.get("mode", "reply")
+    return getattr(body, "mode", None)
+
+
+ChatRework = ChatRegenerateIn | ChatContinueIn | ChatEditIn
+# One of the four shapes, told apart by `mode` (absent: a reply), so that the schema says what each needs.
+ChatIn = Annotated[
+    Annotated[ChatReplyIn, Tag("reply")]
+    | Annotated[ChatRegenerateIn, Tag("regenerate")]
+    | Annotated[ChatContinueIn, Tag("continue")]
+    | Annotated[ChatEditIn, Tag("edit")],
+    Discriminator(_mode_of),
+]
 
 
 class ChatOut(BaseModel):
@@ -87,7 +137,9 @@ class ChatOut(BaseModel):
     message_id: UUID
 
 
-async def _conversation_for(gw: Gateway, principal: Principal, authorization: str, body: ChatIn) -> KnownConversation:
+async def _conversation_for(
+    gw: Gateway, principal: Principal, authorization: str, body: ChatReplyIn
+) -> KnownConversation:
     if body.session_id is not None:
         return await existing_conversation(gw, principal, authorization, body.session_id)
     character_id = body.character_id or await _default_character(gw, authorization)
@@ -104,10 +156,18 @@ async def _default_character(gw: Gateway, authorization: str) -> UUID:
     return UUID(presets[0]["id"])
 
 
-async def _submit(request: Request, gw: Gateway, principal: Principal, body: ChatIn) -> Submitted:
+async def _submit(request: Request, gw: Gateway, principal: Principal, body: ChatReplyIn | ChatRework) -> Submitted:
     authorization = _authorization(request) or ""
-    conversation = await _conversation_for(gw, principal, authorization, body)
-    return await submit_turn(gw, principal, conversation, body.text, body.client_msg_id)
+    if isinstance(body, ChatReplyIn):
+        conversation = await _conversation_for(gw, principal, authorization, body)
+        return await submit_turn(gw, principal, conversation, body.text, body.client_msg_id)
+    conversation = await conversation_of_message(gw, principal, authorization, body.message_id)
+    if body.session_id is not None and body.session_id != conversation.conversation_id:
+        raise ApiError(422, "invalid", "message_id is not a message of the conversation session_id")
+    content = body.text if isinstance(body, ChatEditIn) else ""
+    return await submit_turn(
+        gw, principal, conversation, content, body.client_msg_id, mode=body.mode, message_id=body.message_id
+    )
 
 
 def _sse(data: dict[str, Any], event_id: str | None = None) -> bytes:
@@ -152,9 +212,11 @@ EVENT_STREAM: dict[int | str, dict[str, Any]] = {
 
 @router.post("/api/chat/stream", tags=["chat"], response_class=StreamingResponse, responses=EVENT_STREAM)
 async def chat_stream(request: Request, body: ChatIn, gw: GatewayDep, principal: Caller) -> StreamingResponse:
-    """Server-sent events: `text` frames as the reply streams, then `metadata`, then `done`. A client that goes
-    away does not stop the reply: it is generated and stored, and `GET /api/turns/{turn_id}/stream` (the turn is
-    in the `X-Turn-Id` header) picks it up again; `POST /api/turns/{turn_id}/cancel` stops it."""
+    """Server-sent events: `text` frames as the reply streams, then `metadata`, then `done`. The body is a
+    message (`mode` reply, the default) or, with `mode` and `message_id`, a regenerate, continue or edit of a
+    message of the conversation (a continue streams the text added). A client that goes away does not stop the
+    reply: it is generated and stored, and `GET /api/turns/{turn_id}/stream` (the turn is in the `X-Turn-Id`
+    header) picks it up again; `POST /api/turns/{turn_id}/cancel` stops it."""
     submitted = await _submit(request, gw, principal, body)
     project_id = submitted.conversation.project_id
     watch = gw.hub.watch_project(project_id) if project_id else None
@@ -235,18 +297,33 @@ async def cancel_turn(turn_id: UUID, gw: GatewayDep, principal: Caller) -> Cance
 
 
 # Turns refused for what they name, as chat reports them: the client's to fix, not the platform's failure.
-NOT_FOUND_REASONS = {"not_found": "conversation or project", "unknown_character": "character"}
+NOT_FOUND_REASONS = {
+    "not_found": "conversation or project",
+    "unknown_character": "character",
+    "message_not_found": "message",
+}
+# A regenerate, continue or edit chat refuses for the message it names (`not_allowed: <why>`).
+NOT_ALLOWED = "not_allowed"
 
 
 def _turn_failed(reason: str) -> ApiError:
     if reason in NOT_FOUND_REASONS:
         return ApiError(404, "not_found", f"no such {NOT_FOUND_REASONS[reason]}")
+    code, _, why = reason.partition(":")
+    if code == NOT_ALLOWED:
+        return ApiError(409, NOT_ALLOWED, why.strip() or "this cannot be done to that message")
     return ApiError(502, "turn_failed", reason)
 
 
-@router.post("/api/chat", tags=["chat"], response_model=ChatOut)
+@router.post(
+    "/api/chat",
+    tags=["chat"],
+    response_model=ChatOut,
+    responses={409: {"description": "the message cannot be regenerated, continued or edited so (`not_allowed`)"}},
+)
 async def chat(request: Request, body: ChatIn, gw: GatewayDep, principal: Caller) -> ChatOut:
-    """Send a message and wait for the whole reply."""
+    """Send a message and wait for the whole reply; or, with `mode` and `message_id`, regenerate, continue or
+    edit a message of the conversation and wait for that reply (after a continue, `reply` is the text added)."""
     submitted = await _submit(request, gw, principal, body)
     parts: list[str] = []
     try:

@@ -19,6 +19,7 @@ from uuid import UUID, uuid4
 from redis.asyncio import Redis
 
 from orrery_gateway.turns import FINAL_TYPES, TurnSilent, frame
+from orrery_shared import token_stream
 from orrery_shared.turn_keys import stream_key
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ class TurnStreams:
                         item = await _next_entry(follower, silence_s - notice)
                     if item is None:
                         raise TurnSilent(turn_id)
-                if int(item[b"seq"]) <= after_seq:
+                if token_stream.seq_of(item) <= after_seq:
                     if frame(turn_id, item)["type"] in FINAL_TYPES:
                         return  # the follower had the whole reply already: nothing more will come
                     continue

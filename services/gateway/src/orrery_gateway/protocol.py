@@ -50,6 +50,38 @@ class Message(_Frame):
         return data
 
 
+class Regenerate(_Frame):
+    """Another reply in place of the character's message `message_id` (a new alternative beside it)."""
+
+    type: Literal["regenerate"]
+    message_id: UUID
+    client_msg_id: str | None = Field(None, max_length=100)
+
+
+class Continue(_Frame):
+    """More of the character's message `message_id`: the reply extends it."""
+
+    type: Literal["continue"]
+    message_id: UUID
+    client_msg_id: str | None = Field(None, max_length=100)
+
+
+class Edit(_Frame):
+    """A new alternative of the message `message_id` with `content`; an edited user message is answered anew."""
+
+    type: Literal["edit"]
+    message_id: UUID
+    content: str = Field(max_length=100_000)
+    client_msg_id: str | None = Field(None, max_length=100)
+
+
+class Select(_Frame):
+    """Make the path through the message `message_id` the conversation's active one."""
+
+    type: Literal["select"]
+    message_id: UUID
+
+
 class Cancel(_Frame):
     type: Literal["cancel"]
     turn_id: UUID
@@ -61,9 +93,26 @@ class Resume(_Frame):
     after_seq: int = Field(0, ge=0, le=PG_INT_MAX)
 
 
-ClientFrame = Annotated[Ping | Spin | StartConversation | Message | Cancel | Resume, Field(discriminator="type")]
+# The frames that ask chat for a turn on an existing message, with the mode their turn has.
+Rework = Regenerate | Continue | Edit
+
+ClientFrame = Annotated[
+    Ping | Spin | StartConversation | Message | Regenerate | Continue | Edit | Select | Cancel | Resume,
+    Field(discriminator="type"),
+]
 CLIENT_FRAME = TypeAdapter(ClientFrame)
-CLIENT_TYPES = ("ping", "spin", "start_conversation", "message", "cancel", "resume")
+CLIENT_TYPES = (
+    "ping",
+    "spin",
+    "start_conversation",
+    "message",
+    "regenerate",
+    "continue",
+    "edit",
+    "select",
+    "cancel",
+    "resume",
+)
 
 
 def error(code: str, message: str, **extra: Any) -> dict[str, Any]:
@@ -78,14 +127,22 @@ Authenticate with the access token as a `Sec-WebSocket-Protocol` value (`bearer,
 or as `?token=`. A missing, bad or expired token closes the socket with code **4401**. Frames are JSON text.
 
 Client → server: `start_conversation {character_id?, conversation_id?, project_id?}` ·
-`spin {traits?}` · `message {conversation_id, content (or message), client_msg_id}` · `cancel {turn_id}` ·
+`spin {traits?}` · `message {conversation_id, content (or message), client_msg_id}` ·
+`regenerate {message_id, client_msg_id?}` · `continue {message_id, client_msg_id?}` ·
+`edit {message_id, content, client_msg_id?}` · `select {message_id}` · `cancel {turn_id}` ·
 `resume {turn_id, after_seq}` · `ping`
+
+`regenerate` (another reply in place of a message of the character's), `continue` (more of it) and `edit` (a new
+alternative of a message with `content`) act in the message's conversation and stream their reply as `message`
+does; `select` makes the path through a message the conversation's active one.
 
 Server → client: `conversation.started {conversation_id, character, greeting}` ·
 `character.generating {request_id}` · `character.ready {request_id, character}` ·
-`character.failed {request_id, reason, retryable}` · `turn.accepted {turn_id, client_msg_id}` ·
-`delta {turn_id, seq, text}` · `turn.done {turn_id, seq, message_id, status}` · `turn.restart {turn_id, seq}` ·
-`turn.failed {turn_id, reason, retryable}` · `dossier.updated {project_id, version}` ·
+`character.failed {request_id, reason, retryable}` ·
+`turn.accepted {turn_id, client_msg_id, conversation_id, mode}` (`mode`: `reply`, `regenerate`, `continue` or
+`edit`) · `delta {turn_id, seq, text}` · `turn.done {turn_id, seq, message_id, status}` ·
+`turn.restart {turn_id, seq}` · `turn.failed {turn_id, reason, retryable}` ·
+`branch.selected {conversation_id, active_leaf_id}` · `dossier.updated {project_id, version}` ·
 `error {code, message}` (`bad_json`, `unknown_type`, `invalid`, `too_large`, `not_found`, `rate_limited` with
 `retry_after`, `unavailable`; the socket stays open) · `pong`
 

@@ -12,7 +12,7 @@ from orrery_gateway.context import Gateway
 from orrery_gateway.limits import Limit
 from orrery_shared import telemetry
 from orrery_shared.auth import Principal
-from orrery_shared.events import CharacterRequested, ChatTurnRequested, TraitOverrides
+from orrery_shared.events import CharacterRequested, ChatTurnRequested, TraitOverrides, TurnMode
 from orrery_shared.http import ApiError
 from orrery_shared.kafka import publish_event
 
@@ -79,6 +79,23 @@ async def existing_conversation(
     return KnownConversation(conversation_id, UUID(started["character_id"]), UUID(started["project_id"]))
 
 
+async def conversation_id_of(gw: Gateway, authorization: str, message_id: UUID) -> UUID:
+    """Which conversation one of the caller's messages is in, as chat locates it (404 `no such message`
+    otherwise)."""
+    found = await gw.upstreams.message(authorization, message_id)
+    if found is None:
+        raise not_found("message")
+    return UUID(found["conversation_id"])
+
+
+async def conversation_of_message(
+    gw: Gateway, principal: Principal, authorization: str, message_id: UUID
+) -> KnownConversation:
+    """The conversation of one of the caller's messages (404 when the message is not theirs)."""
+    conversation_id = await conversation_id_of(gw, authorization, message_id)
+    return await existing_conversation(gw, principal, authorization, conversation_id)
+
+
 async def new_conversation(
     gw: Gateway, principal: Principal, authorization: str, character_id: UUID, project_id: UUID | None
 ) -> tuple[KnownConversation, dict[str, object]]:
@@ -99,16 +116,32 @@ async def new_conversation(
     return known, character
 
 
+# The turns that carry the user's text; the others (regenerate, continue) carry none.
+WITH_CONTENT: tuple[TurnMode, ...] = ("reply", "edit")
+
+
 async def submit_turn(
-    gw: Gateway, principal: Principal, conversation: KnownConversation, content: str, client_msg_id: str | None
+    gw: Gateway,
+    principal: Principal,
+    conversation: KnownConversation,
+    content: str,
+    client_msg_id: str | None,
+    mode: TurnMode = "reply",
+    message_id: UUID | None = None,
 ) -> Submitted:
     """Publish `chat.turn-requested.v1`; the reply arrives on the Redis stream `turn:{turn_id}`.
+
+    `mode` is `reply` (answer `content`), `regenerate` (another alternative of the character's message
+    `message_id`), `continue` (more of it) or `edit` (a new alternative of `message_id` with `content`); only
+    reply and edit carry content, and every mode but reply names its message.
 
     The turn's trace starts here (under the HTTP request's span for REST and SSE) and follows the command
     through chat and its LLM call.
     """
     with telemetry.span("chat.turn submit", {"orrery.conversation_id": str(conversation.conversation_id)}) as span:
-        text = checked_content(gw, content)
+        if mode != "reply" and message_id is None:
+            raise ApiError(422, "invalid", f"a {mode} turn needs a message_id")
+        text = checked_content(gw, content) if mode in WITH_CONTENT else ""
         turn_id = uuid4()
         span.set_attribute("orrery.turn_id", str(turn_id))
         # One round trip's wait for both: a turn refused by the limit leaves only a claim that expires unused.
@@ -124,6 +157,8 @@ async def submit_turn(
             project_id=conversation.project_id,
             content=text,
             client_msg_id=client_msg_id,
+            mode=mode,
+            message_id=message_id,
         )
         await publish_or_503(gw, event)
         return Submitted(turn_id, conversation)

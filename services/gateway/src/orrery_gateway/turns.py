@@ -10,6 +10,7 @@ from uuid import UUID
 
 from redis.asyncio import Redis
 
+from orrery_shared import token_stream as entries
 from orrery_shared.http import ApiError
 from orrery_shared.turn_keys import cancel_key, owner_key, stream_key
 
@@ -70,25 +71,15 @@ async def request_cancel(redis: Redis, turn_id: UUID) -> None:
 
 
 def frame(turn_id: UUID, fields: dict[bytes, bytes]) -> dict[str, Any]:
-    """A stream entry as the WebSocket frame the client sees."""
-    kind = fields[b"type"].decode()
-    seq = int(fields[b"seq"])
-    if kind == "delta":
-        return {"type": "delta", "turn_id": str(turn_id), "seq": seq, "text": fields[b"text"].decode()}
-    if kind == "done":
-        return {
-            "type": "turn.done",
-            "turn_id": str(turn_id),
-            "seq": seq,
-            "message_id": fields[b"message_id"].decode(),
-            "status": fields.get(b"status", b"complete").decode(),
-        }
-    if kind == "restart":
-        return {"type": "turn.restart", "turn_id": str(turn_id), "seq": seq}
-    return {
-        "type": "turn.failed",
-        "turn_id": str(turn_id),
-        "seq": seq,
-        "reason": fields.get(b"reason", b"failed").decode(),
-        "retryable": fields.get(b"retryable", b"1") == b"1",
-    }
+    """A stream entry (see orrery_shared.token_stream) as the WebSocket frame the client sees."""
+    entry = entries.parse(fields)
+    turn = str(turn_id)
+    match entry:
+        case entries.Delta(seq, text):
+            return {"type": "delta", "turn_id": turn, "seq": seq, "text": text}
+        case entries.Done(seq, message_id, status):
+            return {"type": "turn.done", "turn_id": turn, "seq": seq, "message_id": message_id, "status": status}
+        case entries.Restart(seq):
+            return {"type": "turn.restart", "turn_id": turn, "seq": seq}
+        case entries.Error(seq, reason, retryable):
+            return {"type": "turn.failed", "turn_id": turn, "seq": seq, "reason": reason, "retryable": retryable}

@@ -39,10 +39,13 @@ class Upstream:
             event_hooks={"request": [_propagate]} if telemetry.enabled() else None,
         )
 
-    async def _get(self, path: str, authorization: str, params: dict[str, Any] | None) -> httpx.Response | None:
-        """GET as the caller; None when the service says 404, ApiError when it cannot answer or refuses."""
+    async def _call(
+        self, method: str, path: str, authorization: str, params: dict[str, Any] | None = None, body: Any = None
+    ) -> httpx.Response | None:
+        """A request as the caller; None when the service says 404, ApiError when it cannot answer or refuses."""
+        headers = {"Authorization": authorization}
         try:
-            response = await self.client.get(path, headers={"Authorization": authorization}, params=params)
+            response = await self.client.request(method, path, headers=headers, params=params, json=body)
         except httpx.HTTPError:
             raise ApiError(503, "unavailable", f"the {self.name} service is unreachable") from None
         if response.status_code == 404:
@@ -53,12 +56,17 @@ class Upstream:
 
     async def get_json(self, path: str, authorization: str, params: dict[str, Any] | None = None) -> Any:
         """GET a JSON document as the caller; None when the service says 404."""
-        response = await self._get(path, authorization, params)
+        response = await self._call("GET", path, authorization, params=params)
+        return None if response is None else response.json()
+
+    async def put_json(self, path: str, authorization: str, body: Any) -> Any:
+        """PUT a JSON document as the caller; the service's JSON answer, or None when it says 404."""
+        response = await self._call("PUT", path, authorization, body=body)
         return None if response is None else response.json()
 
     async def get_bytes(self, path: str, authorization: str) -> bytes | None:
         """GET a document's bytes as the caller; None when the service says 404."""
-        response = await self._get(path, authorization, None)
+        response = await self._call("GET", path, authorization)
         return None if response is None else response.content
 
     async def aclose(self) -> None:
@@ -102,6 +110,19 @@ class Upstreams:
     async def turn(self, authorization: str, turn_id: UUID) -> dict[str, Any] | None:
         found: dict[str, Any] | None = await self.chat.get_json(f"/conversations/turns/{turn_id}", authorization)
         return found
+
+    async def message(self, authorization: str, message_id: UUID) -> dict[str, Any] | None:
+        """Where one of the caller's messages is: `{message_id, conversation_id, role}`."""
+        found: dict[str, Any] | None = await self.chat.get_json(f"/conversations/messages/{message_id}", authorization)
+        return found
+
+    async def select_branch(self, authorization: str, conversation_id: UUID, message_id: UUID) -> dict[str, Any] | None:
+        """Make the path through a message active: `{conversation_id, active_leaf_id}`; None when chat knows no
+        such message in the caller's conversation."""
+        selected: dict[str, Any] | None = await self.chat.put_json(
+            f"/conversations/{conversation_id}/active", authorization, {"message_id": str(message_id)}
+        )
+        return selected
 
     async def aclose(self) -> None:
         for upstream in (self.auth, self.characters, self.chat, self.dossier):

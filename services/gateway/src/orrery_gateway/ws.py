@@ -23,15 +23,28 @@ from orrery_gateway.protocol import (
     CLIENT_FRAME,
     CLIENT_TYPES,
     Cancel,
+    Edit,
     Message,
     Ping,
     Resume,
+    Rework,
+    Select,
     Spin,
     StartConversation,
     error,
 )
-from orrery_gateway.submit import KnownConversation, existing_conversation, new_conversation, submit_spin, submit_turn
+from orrery_gateway.submit import (
+    KnownConversation,
+    Submitted,
+    conversation_id_of,
+    existing_conversation,
+    new_conversation,
+    not_found,
+    submit_spin,
+    submit_turn,
+)
 from orrery_shared.auth import Principal, TokenError
+from orrery_shared.events import TurnMode
 from orrery_shared.http import ApiError
 from orrery_shared.text import unstorable_text
 
@@ -236,6 +249,10 @@ class Session:
             await self.start_conversation(frame)
         elif isinstance(frame, Message):
             await self.message(frame)
+        elif isinstance(frame, Rework):
+            await self.rework(frame)
+        elif isinstance(frame, Select):
+            await self.select(frame)
         elif isinstance(frame, Cancel):
             if not await turns.owned_by(self.gw.redis, frame.turn_id, self.principal.user_id):
                 raise ApiError(404, "not_found", "no such turn")
@@ -270,24 +287,57 @@ class Session:
             }
         )
 
-    async def message(self, frame: Message) -> None:
-        conversation_id = frame.conversation_id or self.current
-        if conversation_id is None:
-            raise ApiError(422, "invalid", "send start_conversation first, or name a conversation_id")
+    async def known(self, conversation_id: UUID) -> KnownConversation:
+        """One of the caller's conversations, asked of chat (or Redis) once per socket."""
         known = self.conversations.get(conversation_id)
         if known is None:
             known = await existing_conversation(self.gw, self.principal, self.authorization, conversation_id)
             self.conversations[conversation_id] = known
+        return known
+
+    async def message(self, frame: Message) -> None:
+        conversation_id = frame.conversation_id or self.current
+        if conversation_id is None:
+            raise ApiError(422, "invalid", "send start_conversation first, or name a conversation_id")
+        known = await self.known(conversation_id)
         submitted = await submit_turn(self.gw, self.principal, known, frame.content, frame.client_msg_id)
+        await self.accepted(submitted, frame.client_msg_id, "reply")
+
+    async def rework(self, frame: Rework) -> None:
+        """`regenerate`, `continue` or `edit`: a turn on an existing message of the caller's, in its conversation."""
+        known = await self.known(await conversation_id_of(self.gw, self.authorization, frame.message_id))
+        content = frame.content if isinstance(frame, Edit) else ""
+        submitted = await submit_turn(
+            self.gw, self.principal, known, content, frame.client_msg_id, mode=frame.type, message_id=frame.message_id
+        )
+        await self.accepted(submitted, frame.client_msg_id, frame.type)
+
+    async def accepted(self, submitted: Submitted, client_msg_id: str | None, mode: TurnMode) -> None:
+        """Say the turn is on its way, then relay its reply."""
         await self.send(
             {
                 "type": "turn.accepted",
                 "turn_id": str(submitted.turn_id),
-                "client_msg_id": frame.client_msg_id,
-                "conversation_id": str(conversation_id),
+                "client_msg_id": client_msg_id,
+                "conversation_id": str(submitted.conversation.conversation_id),
+                "mode": mode,
             }
         )
         self.relay(submitted.turn_id, 0)
+
+    async def select(self, frame: Select) -> None:
+        """Make the path through a message the active one of its conversation."""
+        conversation_id = await conversation_id_of(self.gw, self.authorization, frame.message_id)
+        selected = await self.gw.upstreams.select_branch(self.authorization, conversation_id, frame.message_id)
+        if selected is None:  # deleted between the two calls
+            raise not_found("message")
+        await self.send(
+            {
+                "type": "branch.selected",
+                "conversation_id": str(conversation_id),
+                "active_leaf_id": selected["active_leaf_id"],
+            }
+        )
 
     def relay(self, turn_id: UUID, after_seq: int) -> None:
         """Forward the turn's stream to this socket in the background (replies and new frames interleave)."""

@@ -14,10 +14,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
-from sqlalchemy.pool import PoolProxiedConnection
-from sqlalchemy.util import greenlet_spawn
 
-from orrery_shared.db.direct import DirectTransaction
 from orrery_shared.db.outgoing import outbox_row
 from orrery_shared.db.tables import inbox, outbox
 from orrery_shared.events import Event
@@ -82,21 +79,12 @@ class Transaction:
 
 
 class Database:
-    """The service's engine and session factory, plus who to tell when events were committed.
-
-    Direct transactions (see `orrery_shared.db.direct`) take their connections from the engine's pool, but keep
-    up to half of its size checked out between uses, idle: taking one back from the pool costs a direct
-    statement about as much CPU as the statement itself (a greenlet hop, the pool's bookkeeping and its reset),
-    where taking a kept one costs microseconds. The other half, at least, stays in the pool for sessions.
-    """
+    """The service's engine and session factory, plus who to tell when events were committed."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._on_commit: list[Callable[[], None]] = []
-        self._pool = engine.sync_engine.pool
-        self._kept: list[PoolProxiedConnection] = []  # idle, checked out of the pool for direct transactions
-        self.keep_at_most = getattr(self._pool, "size", lambda: 0)() // 2
 
     def on_events_committed(self, callback: Callable[[], None]) -> None:
         self._on_commit.append(callback)
@@ -111,85 +99,9 @@ class Database:
             for callback in self._on_commit:
                 callback()
 
-    @asynccontextmanager
-    async def direct_transaction(self) -> AsyncIterator[DirectTransaction]:
-        """A transaction run on the driver's connection (see `orrery_shared.db.direct`); same commit rules."""
-        async with self._driver_connection() as driver, driver.transaction():
-            tx = DirectTransaction(driver)
-            yield tx
-        if tx.published:
-            for callback in self._on_commit:
-                callback()
-
-    @asynccontextmanager
-    async def direct_statements(self) -> AsyncIterator[DirectTransaction]:
-        """Statements on the driver's connection, each committed on its own (autocommit).
-
-        For a unit of work that is a single statement, this costs its one round trip, where a transaction
-        adds BEGIN and COMMIT. `publish` is refused, since an event must commit with its change; a statement that
-        writes its event's outbox row itself can (`DirectTransaction.row_publishing`)."""
-        async with self._driver_connection() as driver:
-            await driver.set_autocommit(True)
-            try:
-                statements = DirectTransaction(driver, autocommit=True)
-                yield statements
-            finally:
-                if not driver.closed:
-                    await driver.set_autocommit(False)  # as the pool's other users expect it
-        if statements.published:
-            for callback in self._on_commit:
-                callback()
-
-    @property
-    def kept_connections(self) -> int:
-        """How many idle connections direct transactions hold out of the pool right now."""
-        return len(self._kept)
-
-    @asynccontextmanager
-    async def _driver_connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        """psycopg's own connection: a kept one, or one from the pool; kept again afterwards if it is idle and
-        fewer than `keep_at_most` are, else given back to the pool (or dropped, when broken)."""
-        proxied = await self._take_kept()
-        if proxied is None:
-            proxied = await greenlet_spawn(self._pool.connect)
-        driver = proxied.driver_connection
-        assert isinstance(driver, psycopg.AsyncConnection)
-        try:
-            yield driver
-        except psycopg.OperationalError:
-            await greenlet_spawn(proxied.invalidate)  # a broken connection must not go back to the pool
-            raise
-        except BaseException:
-            await greenlet_spawn(proxied.close)  # the pool's reset rolls back whatever was left open
-            raise
-        if (
-            len(self._kept) < self.keep_at_most
-            and not driver.closed
-            and driver.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-        ):
-            self._kept.append(proxied)
-        else:
-            await greenlet_spawn(proxied.close)
-
-    async def _take_kept(self) -> PoolProxiedConnection | None:
-        """The most recently kept connection that is still open (the pool's stale check, done here)."""
-        while self._kept:
-            proxied = self._kept.pop()
-            driver = proxied.driver_connection
-            assert isinstance(driver, psycopg.AsyncConnection)
-            if not _closed_by_server(driver):
-                return proxied
-            await greenlet_spawn(proxied.invalidate)
-        return None
-
-    async def _release_kept(self) -> None:
-        while self._kept:
-            await greenlet_spawn(self._kept.pop().close)
-
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
             await conn.execute(sa.text("SELECT 1"))
 
     async def dispose(self) -> None:
-        await self._release_kept()
         await self.engine.dispose()

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 
+import sqlalchemy as sa
 from faststream.kafka import KafkaBroker
 
 from orrery_shared.db.database import Database
@@ -76,12 +77,10 @@ class OutboxRelay:
 
     async def relay_once(self) -> int:
         """Publish one batch in id order; returns how many rows were relayed."""
-        # Statements as SQL on the driver's connection: the relay runs after every committed event, beside the
-        # next request's work, so its cost is kept to the round trips.
-        async with self.db.direct_transaction() as tx:
-            if not (await tx.row(_TAKE_RELAY_LOCK, {})).locked:
+        async with self.db.sessions() as session, session.begin():
+            if not await session.scalar(_TAKE_RELAY_LOCK):
                 return 0
-            rows = await tx.rows(_OLDEST_ROWS, {"limit": self.batch_size})
+            rows = (await session.execute(_OLDEST_ROWS, {"limit": self.batch_size})).all()
             OUTBOX_BACKLOG.set(len(rows))
             if not rows:
                 return 0
@@ -101,13 +100,13 @@ class OutboxRelay:
             async with asyncio.timeout(self.publish_timeout):
                 await asyncio.gather(*pending)
             # By id, not a range: a lower id may belong to a transaction that has not committed yet.
-            await tx.execute(_DELETE_ROWS, {"ids": [row.id for row in rows]})
+            await session.execute(_DELETE_ROWS, {"ids": [row.id for row in rows]})
         for row in rows:
             OUTBOX_PUBLISHED.labels(row.topic).inc()
         return len(rows)
 
 
 # One relay per schema at a time, for this transaction only (see the module docstring).
-_TAKE_RELAY_LOCK = "SELECT pg_try_advisory_xact_lock(hashtext('outbox:' || current_schema())) AS locked"
-_OLDEST_ROWS = "SELECT id, topic, key, payload, headers FROM outbox ORDER BY id LIMIT %(limit)s"
-_DELETE_ROWS = "DELETE FROM outbox WHERE id = ANY(%(ids)s)"
+_TAKE_RELAY_LOCK = sa.text("SELECT pg_try_advisory_xact_lock(hashtext('outbox:' || current_schema()))")
+_OLDEST_ROWS = sa.text("SELECT id, topic, key, payload, headers FROM outbox ORDER BY id LIMIT :limit")
+_DELETE_ROWS = sa.text("DELETE FROM outbox WHERE id = ANY(:ids)")

@@ -68,7 +68,7 @@ def transient_errors() -> tuple[type[BaseException], ...]:
         sqlalchemy.exc.OperationalError,
         sqlalchemy.exc.InterfaceError,
         sqlalchemy.exc.TimeoutError,  # no pooled connection came free in time: the database is saturated
-        psycopg.OperationalError,  # raised as is by direct transactions (orrery_shared.db.direct)
+        psycopg.OperationalError,  # raised as is by code on the driver connection
         psycopg.InterfaceError,
         redis.exceptions.ConnectionError,
         redis.exceptions.TimeoutError,
