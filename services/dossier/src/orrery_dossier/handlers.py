@@ -109,8 +109,10 @@ class TurnIntake:
         return decision
 
     async def _decide(self, event: ChatTurnCompleted) -> str:
+        if event.replaced_turn_ids:
+            await self._drop_replaced(event)
         limit = self.limits.turn_text_max_chars
-        user_text = event.user_message.content[:limit]
+        user_text = event.user_message.content[:limit] if event.user_message is not None else ""
         assistant_text = event.assistant_message.content[:limit]
         # Names already known only lower a score, so a turn too weak even when every name in it is new can be
         # dropped without the database: chit-chat and small talk cost no I/O (nor an inbox row: no effect).
@@ -144,6 +146,16 @@ class TurnIntake:
             if not await tx.store_turn(target, kept, pending, terms, due):
                 return "duplicate"
         return "due" if due is not None and due <= now else "kept"
+
+    async def _drop_replaced(self, event: ChatTurnCompleted) -> None:
+        """A regenerate or an edit left a branch: its turns still waiting are not part of the story any more.
+        (What an extraction already took from them stays in the dossier, where the user can edit it.)"""
+        async with self.store.transaction() as tx:
+            project = await tx.lock_project(event.project_id)
+            if project is None or not await tx.drop_pending_turns(event.project_id, event.replaced_turn_ids):
+                return
+            pending, terms = await tx.pending_summary(event.project_id)
+            await tx.set_pending(event.project_id, pending, terms, self.policy.due_at(pending, self.clock()))
 
 
 # --- extraction ---------------------------------------------------------------------------------------

@@ -128,6 +128,10 @@ class StoreTx(Protocol):
         """Delete these waiting turns; returns the ids of those that were still there."""
         ...
 
+    async def drop_pending_turns(self, project_id: UUID, turn_ids: Sequence[UUID]) -> int:
+        """Delete these turns of the project if they are still waiting; returns how many were."""
+        ...
+
     async def pending_summary(self, project_id: UUID) -> tuple[Pending, list[str]]:
         """What is still waiting after some turns were consumed."""
         ...

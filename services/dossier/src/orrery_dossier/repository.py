@@ -206,6 +206,14 @@ class SqlStoreTx:
         )
         return [r.turn_id for r in sorted(rows, key=lambda r: r.seq)]
 
+    async def drop_pending_turns(self, project_id: UUID, turn_ids: Sequence[UUID]) -> int:
+        result = await self._execute(
+            sa.delete(pending_turns).where(
+                pending_turns.c.project_id == project_id, pending_turns.c.turn_id.in_(list(turn_ids))
+            )
+        )
+        return int(result.rowcount)
+
     async def pending_summary(self, project_id: UUID) -> tuple[Pending, list[str]]:
         row = (
             await self._execute(

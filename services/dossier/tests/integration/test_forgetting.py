@@ -141,3 +141,27 @@ async def test_erasing_a_user_deletes_their_dossiers_versions_turns_and_merges_o
         merges = "SELECT count(*) FROM merged_users WHERE from_user_id = ANY(%s) OR to_user_id = ANY(%s)"
         assert count(*scratch_schema, merges, [user, guest], [user, guest]) == 0
         assert await service.dossier(bystander, their_project) is not None
+
+
+async def test_a_regenerated_reply_replaces_the_turn_it_leaves_among_those_waiting(
+    start_service: StartService, scratch_schema: tuple[str, str]
+) -> None:
+    user, project, conversation = uuid4(), uuid4(), uuid4()
+    async with start_service(**WAITING) as service:
+        await create(service, user, project)
+        first = turn(user, project, STORY, conversation_id=conversation)
+        await service.publish(first)
+
+        async def kept() -> bool:
+            return count(*scratch_schema, "SELECT count(*) FROM pending_turns WHERE turn_id = %s", first.turn_id) == 1
+
+        await eventually(kept)
+        retold = turn(user, project, STORY, "Mara hides the star map in the ice of Oberon.", conversation)
+        regenerated = retold.model_copy(update={"mode": "regenerate", "replaced_turn_ids": [first.turn_id]})
+        await service.publish(regenerated)
+
+        async def replaced() -> bool:
+            ids = count(*scratch_schema, "SELECT count(*) FROM pending_turns WHERE turn_id = %s", first.turn_id)
+            return ids == 0 and waiting(scratch_schema, conversation) == 1
+
+        await eventually(replaced)

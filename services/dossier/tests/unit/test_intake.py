@@ -130,3 +130,12 @@ async def test_turns_for_another_users_project_are_ignored_unless_merged_into_th
     assert await handler.take(completed(stranger, project, "My hero was born on Mars.")) == "foreign"
     assert await handler.take(completed(guest, project, "My hero was born on Venus.")) == "kept"
     assert len(store.kept) == 1
+
+
+async def test_a_turn_without_a_user_message_an_edited_greeting_is_decided_like_any_other() -> None:
+    store = FakeStore()
+    user, project = uuid4(), uuid4()
+    event = completed(user, project, "", "Captain Mara of Titan steals the Oberon star map from the Vorth.")
+    event = event.model_copy(update={"user_message": None, "mode": "edit"})
+    # No user message is no user text: decided on the reply, not an error that would send the event to the DLQ.
+    assert await intake(store).take(event) in {"trivial", "low_signal", "kept", "due"}
