@@ -321,6 +321,7 @@ async def export(request: Request, conversation_id: UUID, principal: CurrentPrin
             raise _not_found()
         persona = await repo.persona(tx.session, row.character_id)
         path = await repo.active_path(tx.session, conversation_id, row.active_leaf_id)
+        swipes = await repo.alternatives(tx.session, conversation_id, path)
     character_name = persona.name if persona is not None else "Character"
     metadata = {
         "orrery": {
@@ -332,7 +333,7 @@ async def export(request: Request, conversation_id: UUID, principal: CurrentPrin
         }
     }
     stored = [m.message for m in path]
-    text = write_chat_file(principal.name or "You", character_name, row.created_at, stored, metadata)
+    text = write_chat_file(principal.name or "You", character_name, row.created_at, stored, metadata, swipes)
     filename = f"{_file_safe(character_name)}-{conversation_id}.jsonl"
     headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
     return Response(text.encode(), media_type=JSONL, headers=headers)
@@ -345,22 +346,30 @@ async def export(request: Request, conversation_id: UUID, principal: CurrentPrin
     openapi_extra={
         "requestBody": {
             "required": True,
-            "description": "a chat file: SillyTavern's JSONL (a header line, then one JSON object per message)",
-            "content": {JSONL: {"schema": {"type": "string"}}},
+            "description": (
+                "a chat file: SillyTavern's JSONL (a header line, then one JSON object per message), as the raw "
+                "body or as the field `file` of a form"
+            ),
+            "content": {
+                JSONL: {"schema": {"type": "string"}},
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"file": {"type": "string", "format": "binary"}},
+                        "required": ["file"],
+                    }
+                },
+            },
         }
     },
 )
 async def import_chat(request: Request, principal: CurrentPrincipal, character_id: UUID) -> ConversationPublic:
-    """A SillyTavern JSONL chat file in the raw body becomes a conversation of the caller with `character_id`."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type.startswith("multipart/"):
-        raise ApiError(415, "unsupported_media_type", "send the chat file as the raw body (application/jsonl)")
+    """A SillyTavern JSONL chat file (raw body, or a form's `file`) becomes a conversation of the caller with
+    `character_id`: its messages as the active path, each message's swipes as its alternatives."""
     try:
-        chat = parse_chat_file(await request.body())
+        chat = parse_chat_file(await _chat_file(request))
     except ChatFileError as error:
         raise ApiError(422, "invalid", str(error)) from None
-    now = datetime.now(UTC)
-    entries = [(m.role, m.content, m.sent_at or now) for m in chat.messages]
     first_user = next((m.content for m in chat.messages if m.role == "user"), chat.messages[0].content)
     conversation_id = uuid4()
     async with _deps(request).database.transaction() as tx:
@@ -373,12 +382,37 @@ async def import_chat(request: Request, principal: CurrentPrincipal, character_i
             user_id=principal.user_id,
             character_id=character_id,
             title=title_from(first_user),
-            entries=entries,
+            entries=chat.messages,
+            now=datetime.now(UTC),
         )
         row = await repo.conversation_of(tx.session, conversation_id, principal.user_id)
     public = _public(row)
     public.character.name, public.character.portrait_url = persona.name, persona.portrait_url
     return public
+
+
+MAX_CHAT_FILE_BYTES = 64 * 1024 * 1024
+
+
+async def _chat_file(request: Request) -> bytes:
+    """The uploaded file's bytes, whether sent as the body or as a form's `file` (what a browser form and
+    `curl -F file=@chat.jsonl` send)."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "multipart/form-data":
+        data = await request.body()
+    else:
+        try:
+            form = await request.form(max_files=1, max_fields=10)
+        except Exception:  # a malformed form (the parser's errors have no common base)
+            raise ApiError(422, "invalid", "the form could not be read") from None
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise ApiError(422, "invalid", "the form needs the chat file as its field `file`")
+        data = await upload.read(MAX_CHAT_FILE_BYTES + 1)
+        await form.close()
+    if len(data) > MAX_CHAT_FILE_BYTES:
+        raise ApiError(413, "too_large", f"chat files are limited to {MAX_CHAT_FILE_BYTES // (1024 * 1024)} MB")
+    return data
 
 
 def _file_safe(name: str) -> str:

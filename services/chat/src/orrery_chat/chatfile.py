@@ -2,17 +2,22 @@
 
 The header is `{user_name, character_name, create_date, chat_metadata}`; a message is `{name, is_user,
 is_system, send_date, mes, extra, swipes?, swipe_id?}`, where `swipes` are the alternatives of that message and
-`swipe_id` the one shown (`mes` is `swipes[swipe_id]`). Orrery writes the messages of a conversation in order and
-reads any such file: messages SillyTavern hides from the model (`is_system`) are left out, and unknown fields are
-ignored.
+`swipe_id` the one shown (`mes` is `swipes[swipe_id]`).
+
+A file holds one path of a conversation tree: Orrery writes the active path, each message with its
+alternatives (its siblings of the same role) as `swipes`, and reads any such file back as that path with the
+swipes as siblings of their message. Messages SillyTavern hides from the model (`is_system`) are left out, and
+unknown fields are ignored.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 from orrery_chat.domain import Role, StoredMessage
 from orrery_shared.text import text_problem
@@ -20,6 +25,7 @@ from orrery_shared.text import text_problem
 MAX_MESSAGES = 20_000
 MAX_MESSAGE_CHARS = 100_000
 MAX_NAME_CHARS = 200
+MAX_SWIPES = 100
 
 
 class ChatFileError(ValueError):
@@ -35,6 +41,17 @@ class ImportedMessage:
     role: Role
     content: str
     sent_at: datetime | None
+    swipes: tuple[str, ...] = ()  # the message's alternatives, `content` among them at `swipe_id`; () if none
+    swipe_id: int = 0
+
+    @property
+    def alternatives(self) -> tuple[str, ...]:
+        """Every alternative, in order (the message alone when it has none)."""
+        return self.swipes or (self.content,)
+
+    @property
+    def shown(self) -> int:
+        return self.swipe_id if self.swipes else 0
 
 
 @dataclass(frozen=True)
@@ -111,10 +128,30 @@ def parse_chat_file(data: bytes) -> ImportedChat:
         if not isinstance(is_user, bool):
             raise ChatFileError(number, "is_user must be true or false")
         role: Role = "user" if is_user else "assistant"
-        messages.append(ImportedMessage(role, content, _sent_at(record.get("send_date"))))
+        swipes, swipe_id = _swipes(number, record, content)
+        messages.append(ImportedMessage(role, content, _sent_at(record.get("send_date")), swipes, swipe_id))
     if not messages:
         raise ChatFileError(0, "the file has no messages")
     return ImportedChat(user_name, character_name, messages)
+
+
+def _swipes(line: int, record: dict[str, Any], content: str) -> tuple[tuple[str, ...], int]:
+    """A message's alternatives and which one is shown; `mes` is the one shown whatever `swipe_id` says."""
+    swipes = record.get("swipes")
+    if swipes is None or swipes == []:
+        return (), 0
+    if not isinstance(swipes, list):
+        raise ChatFileError(line, "swipes must be a list of strings")
+    if len(swipes) > MAX_SWIPES:
+        raise ChatFileError(line, f"a message holds at most {MAX_SWIPES} swipes")
+    texts = tuple(_text(line, {"swipes": swipe}, "swipes", MAX_MESSAGE_CHARS) for swipe in swipes)
+    swipe_id = record.get("swipe_id", 0)
+    if not isinstance(swipe_id, int) or isinstance(swipe_id, bool) or not 0 <= swipe_id < len(texts):
+        swipe_id = texts.index(content) if content in texts else -1
+    if swipe_id < 0 or texts[swipe_id] != content:
+        # `mes` edited after the swipe was chosen, say: the shown text wins and joins the alternatives.
+        texts, swipe_id = (*texts, content), len(texts)
+    return texts, swipe_id
 
 
 def _line(record: dict[str, Any]) -> str:
@@ -122,9 +159,15 @@ def _line(record: dict[str, Any]) -> str:
 
 
 def write_chat_file(
-    user_name: str, character_name: str, created_at: datetime, messages: list[StoredMessage], metadata: dict[str, Any]
+    user_name: str,
+    character_name: str,
+    created_at: datetime,
+    messages: list[StoredMessage],
+    metadata: dict[str, Any],
+    alternatives: Mapping[UUID, tuple[list[str], int]] | None = None,
 ) -> str:
-    """A conversation as a SillyTavern chat file (the header, then its messages in order)."""
+    """A conversation's path as a SillyTavern chat file (the header, then its messages in order); a message with
+    `alternatives` (their texts in order, and its own index among them) carries them as swipes."""
     header = {
         "user_name": user_name,
         "character_name": character_name,
@@ -141,5 +184,8 @@ def write_chat_file(
             "mes": message.content,
             "extra": {"orrery": {"message_id": str(message.message_id), "seq": message.seq, "status": message.status}},
         }
+        swipes = (alternatives or {}).get(message.message_id)
+        if swipes is not None and len(swipes[0]) > 1:
+            record["swipes"], record["swipe_id"] = swipes
         lines.append(_line(record))
     return "\n".join(lines) + "\n"

@@ -205,6 +205,9 @@ async def _generate(
         log.warning("reply failed", extra={"turn_id": str(turn.turn_id), "error": str(error)})
         await _fail(event, turn, deps, stream, "the character could not answer right now; please try again")
         return
+    except BaseException:
+        await reply.aclose()  # the turn is retried (Redis gone, say): release the provider's connection now
+        raise
     # A cancelled reply keeps what its readers were shown; deltas read after the flag was seen are not part of it.
     text = stream.text if cancelled else reply.text
     stored = await _complete(event, turn, deps, _reply(text, "cancelled" if cancelled else "complete", usage))

@@ -12,6 +12,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from orrery_chat import tree
+from orrery_chat.chatfile import ImportedMessage
 from orrery_chat.domain import Busy, MessageNotFound, NotAllowed, PathContext, Persona
 from orrery_chat.ports import PathMessage, TreeNode
 from orrery_chat.store import message_in, read_persona
@@ -190,12 +191,35 @@ async def insert_imported(
     user_id: UUID,
     character_id: UUID,
     title: str,
-    entries: Sequence[tuple[str, str, datetime]],
+    entries: Sequence[ImportedMessage],
+    now: datetime,
 ) -> None:
-    """A conversation with its messages as a chat file held them (role, content, sent at), in order: one path,
-    its last message the active leaf."""
-    last_at = max(sent_at for _, _, sent_at in entries)
-    ids = [uuid4() for _ in entries]
+    """A conversation as a chat file held it: its messages as one path, the last one the active leaf, and each
+    message's swipes as its siblings (in their order, the shown one on the path)."""
+    rows: list[dict[str, Any]] = []
+    parent: UUID | None = None
+    for entry in entries:
+        sent_at = entry.sent_at or now
+        ids = [uuid4() for _ in entry.alternatives]
+        for index, text in enumerate(entry.alternatives):
+            rows.append(
+                {
+                    "message_id": ids[index],
+                    "conversation_id": conversation_id,
+                    "seq": len(rows) + 1,
+                    "parent_id": parent,
+                    "active_child_id": None,
+                    "role": entry.role,
+                    "content": text,
+                    "status": "complete",
+                    "created_at": sent_at,
+                }
+            )
+        chosen = ids[entry.shown]
+        if parent is not None:
+            next(r for r in reversed(rows) if r["message_id"] == parent)["active_child_id"] = chosen
+        parent = chosen
+    dates = [r["created_at"] for r in rows]
     await session.execute(
         conversations.insert().values(
             conversation_id=conversation_id,
@@ -203,29 +227,44 @@ async def insert_imported(
             character_id=character_id,
             project_id=uuid4(),
             title=title,
-            message_count=len(entries),
-            last_seq=len(entries),
-            created_at=min(sent_at for _, _, sent_at in entries),
-            last_message_at=last_at,
-            active_leaf_id=ids[-1],
+            message_count=len(rows),
+            last_seq=len(rows),
+            created_at=min(dates),
+            last_message_at=max(dates),
+            active_leaf_id=parent,
         )
     )
-    rows = [
-        {
-            "message_id": ids[index],
-            "conversation_id": conversation_id,
-            "seq": index + 1,
-            "parent_id": ids[index - 1] if index else None,
-            "active_child_id": ids[index + 1] if index + 1 < len(ids) else None,
-            "role": role,
-            "content": content,
-            "status": "complete",
-            "created_at": sent_at,
-        }
-        for index, (role, content, sent_at) in enumerate(entries)
-    ]
     for start in range(0, len(rows), 1_000):
         await session.execute(messages.insert(), rows[start : start + 1_000])
+
+
+async def alternatives(
+    session: AsyncSession, conversation_id: UUID, path: Sequence[PathMessage]
+) -> dict[UUID, tuple[list[str], int]]:
+    """For each message of a path that has siblings of its own role: their texts in order, and its index."""
+    with_siblings = [m.message for m in path if m.sibling_count > 1]
+    if not with_siblings:
+        return {}
+    parents = [m.parent_id for m in with_siblings if m.parent_id is not None]
+    query = sa.select(messages.c.message_id, messages.c.parent_id, messages.c.role, messages.c.content).where(
+        sa.or_(
+            messages.c.parent_id.in_(parents),
+            sa.and_(
+                messages.c.conversation_id == conversation_id,
+                messages.c.parent_id.is_(None),
+            ),
+        )
+    )
+    siblings: dict[UUID | None, list[Any]] = {}
+    for row in await session.execute(query.order_by(messages.c.seq)):
+        siblings.setdefault(row.parent_id, []).append(row)
+    found = {}
+    for message in with_siblings:
+        same_role = [r for r in siblings.get(message.parent_id, []) if r.role == message.role]
+        ids = [r.message_id for r in same_role]
+        if len(ids) > 1 and message.message_id in ids:
+            found[message.message_id] = ([r.content for r in same_role], ids.index(message.message_id))
+    return found
 
 
 async def end_conversation(session: AsyncSession, conversation_id: UUID, summary: str) -> datetime | None:

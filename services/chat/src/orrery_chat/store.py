@@ -295,6 +295,7 @@ class PostgresTurnStore:
                 user_message_id=user_message.message_id if user_message is not None else None,
                 reply_parent_id=reply_parent,
                 target_message_id=target.message_id if target is not None else None,
+                replaced_turn_ids=list(replaced),
             )
         )
         start = target.message_id if event.mode == "continue" and target is not None else reply_parent
@@ -402,6 +403,7 @@ class PostgresTurnStore:
             reply_parent_id=turn.reply_parent_id,
             target=target,
             context=context,
+            replaced_turn_ids=tuple(turn.replaced_turn_ids or ()),
         )
 
     # --- ending a turn ---------------------------------------------------------------------------------

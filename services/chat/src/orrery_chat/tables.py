@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 metadata = sa.MetaData()
 TS = sa.DateTime(timezone=True)
@@ -95,6 +95,8 @@ turns = sa.Table(
     sa.Column("mode", sa.Text, nullable=False, server_default="reply"),  # reply | regenerate | continue | edit
     sa.Column("reply_parent_id", sa.Uuid, nullable=True),  # the message the reply answers (its parent)
     sa.Column("target_message_id", sa.Uuid, nullable=True),  # the message continued or edited
+    # The turns of the branch a regenerate or an edit left, kept for a retry's completed event.
+    sa.Column("replaced_turn_ids", ARRAY(sa.Uuid), nullable=False, server_default="{}"),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="1"),
     # The last seq an interrupted attempt wrote: the next one numbers on from it (see handlers.handle_turn).
     sa.Column("stream_seq", sa.Integer, nullable=True),

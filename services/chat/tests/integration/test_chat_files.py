@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from uuid import uuid4
 
 import httpx
@@ -10,6 +12,7 @@ import pytest
 from fastapi import FastAPI
 
 from services.chat.tests.integration.harness import Client, deltas
+from services.chat.tests.sillytavern import SILLYTAVERN_CHAT
 from tests.support.llm_stub import StubControl
 from tests.support.tokens import TokenMinter
 
@@ -91,10 +94,63 @@ async def test_an_import_is_refused_cleanly_for_a_bad_file_or_a_character_the_us
     assert hidden.status_code == 404
     unknown = await http.post(f"/conversations/import?character_id={uuid4()}", content=good, headers=headers)
     assert unknown.status_code == 404
-    form = await http.post(
-        f"/conversations/import?character_id={persona.character_id}", files={"file": ("c.jsonl", good)}, headers=headers
+    no_file = await http.post(
+        f"/conversations/import?character_id={persona.character_id}",
+        files={"other": ("c.jsonl", good)},
+        headers=headers,
     )
-    assert form.status_code == 415
+    assert no_file.status_code == 422 and "`file`" in no_file.json()["error"]["message"]
     listed = await http.get("/conversations", headers=headers)
     assert listed.json()["conversations"] == []  # nothing half-imported
     assert (await http.get(f"/conversations/{uuid4()}/export", headers=headers)).status_code == 404
+
+
+async def test_a_sillytavern_chat_with_swipes_imports_as_a_tree_and_exports_and_imports_back_the_same(
+    chat: App, client: Client, token_minter: TokenMinter
+) -> None:
+    _, http = chat
+    persona = await client.introduce()
+    headers = token_minter.headers(client.user_id)
+    # As SillyTavern's own import sends it: a form with the file (once chat has heard of the character).
+    deadline = time.monotonic() + 10
+    while True:
+        imported = await http.post(
+            f"/conversations/import?character_id={persona.character_id}",
+            files={"file": ("Captain Marrow - 2024-06-05@15h04m11s.jsonl", SILLYTAVERN_CHAT.encode())},
+            headers=headers,
+        )
+        if imported.status_code != 404 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    assert imported.status_code == 201, imported.text
+    first = imported.json()["conversation_id"]
+    path = (await http.get(f"/conversations/{first}/messages", headers=headers)).json()["messages"][::-1]
+    assert [m["content"] for m in path] == [
+        "Welcome aboard the Kettle, stranger.",
+        "Where are we headed?",
+        "To the Veil, if the engines hold.",
+    ]
+    assert (path[-1]["sibling_index"], path[-1]["sibling_count"]) == (2, 2)  # the swipes, in their order
+    tree = (await http.get(f"/conversations/{first}/tree", headers=headers)).json()
+    assert {n["preview"] for n in tree["nodes"] if not n["active"]} == {"Nowhere good."}
+
+    exported = (await http.get(f"/conversations/{first}/export", headers=headers)).text
+    lines = [json.loads(line) for line in exported.splitlines()]
+    assert lines[-1]["swipes"] == ["Nowhere good.", "To the Veil, if the engines hold."] and lines[-1]["swipe_id"] == 1
+    again = await http.post(
+        f"/conversations/import?character_id={persona.character_id}",
+        content=exported.encode(),
+        headers={**headers, "Content-Type": "application/jsonl"},
+    )
+    assert again.status_code == 201, again.text
+    second = again.json()["conversation_id"]
+    copied = (await http.get(f"/conversations/{second}/messages", headers=headers)).json()["messages"]
+    assert [(m["role"], m["content"], m["sibling_index"], m["sibling_count"]) for m in copied] == [
+        (m["role"], m["content"], m["sibling_index"], m["sibling_count"]) for m in path[::-1]
+    ]
+    reexported = (await http.get(f"/conversations/{second}/export", headers=headers)).text
+    strip = [
+        {k: v for k, v in json.loads(line).items() if k not in ("extra", "chat_metadata")}
+        for line in reexported.splitlines()
+    ]
+    assert strip == [{k: v for k, v in line.items() if k not in ("extra", "chat_metadata")} for line in lines]

@@ -65,6 +65,7 @@ async def test_a_turn_interrupted_by_a_crash_is_restarted_and_stored_once(
             persona = await client.introduce()
             conversation = uuid4()
             turn = await client.send(conversation, persona.character_id, "Sing me the long song.")
+            first_turn = turn.turn_id
             if mode != "reply":
                 first_reply = (await client.until_final(turn.turn_id))[-1]["message_id"]
                 turn = await client.send(conversation, persona.character_id, "", mode=mode, message_id=first_reply)
@@ -97,3 +98,4 @@ async def test_a_turn_interrupted_by_a_crash_is_restarted_and_stored_once(
     assert [m["content"] for m in listed] == [persona.greeting, "Sing me the long song.", stored]
     if mode == "regenerate":
         assert (listed[-1]["sibling_index"], listed[-1]["sibling_count"]) == (2, 2)  # one new alternative
+        assert completed.replaced_turn_ids == [first_turn]  # the retry still says which turn it replaced

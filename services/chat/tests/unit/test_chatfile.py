@@ -10,50 +10,7 @@ import pytest
 
 from orrery_chat.chatfile import MAX_MESSAGE_CHARS, ChatFileError, parse_chat_file, write_chat_file
 from orrery_chat.domain import StoredMessage
-
-# As SillyTavern saves a chat: a header with its metadata, the greeting, swipes on a reply, a hidden system note,
-# send dates in its human-readable form, extras it keeps per message.
-SILLYTAVERN_CHAT = "\n".join(
-    json.dumps(line)
-    for line in [
-        {
-            "user_name": "Ada",
-            "character_name": "Captain Marrow",
-            "create_date": "2024-06-05@15h04m11s",
-            "chat_metadata": {"integrity": "5f1c", "note_prompt": "", "lastInContextMessageId": 3},
-        },
-        {
-            "name": "Captain Marrow",
-            "is_user": False,
-            "is_system": False,
-            "send_date": "June 5, 2024 3:04pm",
-            "mes": "Welcome aboard the Kettle, stranger.",
-            "extra": {},
-        },
-        {
-            "name": "Ada",
-            "is_user": True,
-            "is_system": False,
-            "send_date": "June 5, 2024 3:05pm",
-            "mes": "Where are we headed?",
-            "extra": {"isSmallSys": False},
-            "force_avatar": "User Avatars/ada.png",
-        },
-        {
-            "name": "Captain Marrow",
-            "is_user": False,
-            "send_date": "2024-06-05T15:05:40.123Z",
-            "mes": "To the Veil, if the engines hold.",
-            "swipes": ["Nowhere good.", "To the Veil, if the engines hold."],
-            "swipe_id": 1,
-            "swipe_info": [{"send_date": "June 5, 2024 3:05pm", "extra": {}}, {"extra": {}}],
-            "gen_started": "2024-06-05T15:05:38.000Z",
-            "gen_finished": "2024-06-05T15:05:40.000Z",
-            "extra": {"api": "openai", "model": "gpt-4o", "token_count": 12},
-        },
-        {"name": "System", "is_user": False, "is_system": True, "send_date": 1717600000000, "mes": "[hidden note]"},
-    ]
-)
+from services.chat.tests.sillytavern import SILLYTAVERN_CHAT
 
 
 def test_a_sillytavern_chat_reads_as_its_visible_messages_in_order() -> None:
@@ -66,6 +23,35 @@ def test_a_sillytavern_chat_reads_as_its_visible_messages_in_order() -> None:
     ]
     assert chat.messages[0].sent_at is None  # free text: the import's time is used
     assert chat.messages[2].sent_at == datetime(2024, 6, 5, 15, 5, 40, 123000, tzinfo=UTC)
+    # The reply's swipes are its alternatives, the shown one where swipe_id says.
+    assert chat.messages[2].alternatives == ("Nowhere good.", "To the Veil, if the engines hold.")
+    assert chat.messages[2].shown == 1
+    assert chat.messages[1].alternatives == ("Where are we headed?",) and chat.messages[1].shown == 0
+
+
+@pytest.mark.parametrize(
+    ("swipes", "swipe_id", "alternatives", "shown"),
+    [
+        (["a", "b"], 5, ("a", "b"), 1),  # an id out of range: the one equal to mes
+        (["a", "c"], 0, ("a", "c", "b"), 2),  # mes edited after the swipe: it joins the alternatives, shown
+        ([], 0, ("b",), 0),
+    ],
+)
+def test_swipes_that_disagree_with_mes_keep_mes_as_the_shown_one(
+    swipes: list[str], swipe_id: int, alternatives: tuple[str, ...], shown: int
+) -> None:
+    record = {"mes": "b", "swipes": swipes, "swipe_id": swipe_id}
+    message = parse_chat_file(json.dumps(record).encode()).messages[0]
+    assert (message.alternatives, message.shown) == (alternatives, shown)
+
+
+def test_a_message_with_alternatives_is_written_with_them_as_swipes() -> None:
+    at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    reply = StoredMessage(uuid4(), 4, "assistant", "Second try.", "complete", at)
+    text = write_chat_file("Ada", "Zyx", at, [reply], {}, {reply.message_id: (["First try.", "Second try."], 1)})
+    written = json.loads(text.splitlines()[1])
+    assert (written["mes"], written["swipes"], written["swipe_id"]) == ("Second try.", ["First try.", "Second try."], 1)
+    assert parse_chat_file(text.encode()).messages[0].alternatives == ("First try.", "Second try.")
 
 
 def test_a_written_chat_reads_back_the_same_and_is_one_object_per_line() -> None:
@@ -93,6 +79,8 @@ def test_a_written_chat_reads_back_the_same_and_is_one_object_per_line() -> None
         (b'{"user_name": "a"}\n{"mes": 5}\n', 2, "mes must be a string"),
         (b'{"user_name": "a"}\n{"mes": "nul \\u0000 here"}\n', 2, "NUL"),
         (b'{"user_name": "a"}\n{"mes": "x", "is_user": "yes"}\n', 2, "is_user"),
+        (b'{"user_name": "a"}\n{"mes": "x", "swipes": "x"}\n', 2, "swipes must be a list"),
+        (b'{"user_name": "a"}\n{"mes": "x", "swipes": ["x", 3]}\n', 2, "swipes must be a string"),
         (b'{"user_name": "a"}\n', 0, "no messages"),
         (b"", 0, "empty"),
         (b"\xff\xfe", 0, "UTF-8"),

@@ -11,6 +11,7 @@ Revises: 0005
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects.postgresql import ARRAY
 
 revision = "0006"
 down_revision = "0005"
@@ -26,6 +27,7 @@ def upgrade() -> None:
     op.add_column("turns", sa.Column("mode", sa.Text, nullable=False, server_default="reply"))
     op.add_column("turns", sa.Column("reply_parent_id", sa.Uuid, nullable=True))
     op.add_column("turns", sa.Column("target_message_id", sa.Uuid, nullable=True))
+    op.add_column("turns", sa.Column("replaced_turn_ids", ARRAY(sa.Uuid), nullable=False, server_default="{}"))
     op.execute(
         """
         UPDATE messages m SET parent_id = p.message_id
@@ -70,7 +72,7 @@ def downgrade() -> None:
     op.add_column("conversations", sa.Column("memory_upto_seq", sa.Integer, nullable=False, server_default="0"))
     op.drop_index("messages_roots", "messages")
     op.drop_index("messages_children", "messages")
-    for column in ("target_message_id", "reply_parent_id", "mode"):
+    for column in ("replaced_turn_ids", "target_message_id", "reply_parent_id", "mode"):
         op.drop_column("turns", column)
     op.drop_column("conversations", "active_leaf_id")
     for column in ("summary", "active_child_id", "parent_id"):
