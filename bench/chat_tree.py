@@ -1,14 +1,14 @@
-"""A conversation of 10,000 messages with 1,000 branch points, against a conversation of three, in the same run.
+"""A conversation of 10,000 messages with 1,000 branch points, against one of 80 without branches, in the same run.
 
 Runs the platform as bench.e2e_stream does (a broker of its own, the local PostgreSQL and Redis, the stub, chat,
-character-gen and one gateway). One conversation is talked into being through the gateway; another grows into a
-tree in the database the way chat would have grown it: a main path of 9,000 messages with a rolling summary on
-every 40th (as folding leaves them), and 1,000 alternatives hanging off it. Measures:
-1. the first page (50 messages) of the active path through the gateway, big tree against the small conversation;
-2. `select` (PUT .../active) of random messages of the big tree through the gateway, against selecting in the
-   small one;
+character-gen and one gateway). Two conversations are talked into being through the gateway, then grown in the
+database the way chat would have grown them, with a rolling summary on every 40th message of the path (as folding
+leaves them): the big one a main path of 9,000 messages with 1,000 alternatives hanging off it, the small one a
+path of 80. Measures:
+1. the first page (50 messages) of the active path through the gateway, big tree against small;
+2. `select` (PUT .../active) of random messages through the gateway, big tree against small;
 3. what a prompt is built from: the context read (the path back to the nearest summary) and build_prompt, in
-   process, at the big tree's leaf against the small conversation's;
+   process, at each conversation's leaf (both paths end as far from their last summary);
 4. time to first token of a message in each conversation through the whole platform.
 """
 
@@ -39,17 +39,20 @@ from orrery_shared.llm.tokens import estimate_tokens
 
 MAIN_PATH = 9_000
 BRANCHES = 1_000
+SMALL_PATH = 80
 SUMMARY_EVERY = 40
 SAMPLES = 200
 
 
-def grown_tree(conversation_id: uuid.UUID, root: uuid.UUID, after_seq: int) -> tuple[list[dict[str, Any]], uuid.UUID]:
+def grown_tree(
+    conversation_id: uuid.UUID, root: uuid.UUID, after_seq: int, main_path: int, branches: int
+) -> tuple[list[dict[str, Any]], uuid.UUID]:
     """Rows of a main path under `root` and alternatives off it; the main path's leaf."""
     rows: list[dict[str, Any]] = []
     start = datetime.now(UTC) - timedelta(days=30)
     parent, seq = root, after_seq
     main: list[dict[str, Any]] = []
-    for index in range(MAIN_PATH):
+    for index in range(main_path):
         seq += 1
         role = "user" if index % 2 == 0 else "assistant"
         row = {
@@ -69,8 +72,8 @@ def grown_tree(conversation_id: uuid.UUID, root: uuid.UUID, after_seq: int) -> t
         main.append(row)
         parent = uuid.UUID(str(row["message_id"]))
     rows += main
-    step = MAIN_PATH // BRANCHES
-    for number in range(BRANCHES):
+    step = main_path // max(branches, 1)
+    for number in range(branches):
         sibling_of = main[number * step + 1]
         seq += 1
         rows.append(
@@ -87,7 +90,7 @@ def grown_tree(conversation_id: uuid.UUID, root: uuid.UUID, after_seq: int) -> t
     return rows, main[-1]["message_id"]
 
 
-async def grow(db: Database, conversation_id: str) -> None:
+async def grow(db: Database, conversation_id: str, main_path: int, branches: int) -> None:
     cid = uuid.UUID(conversation_id)
     async with db.transaction() as tx:
         leaf = await tx.session.scalar(
@@ -97,7 +100,7 @@ async def grow(db: Database, conversation_id: str) -> None:
             sa.select(conversations.c.last_seq).where(conversations.c.conversation_id == cid)
         )
         assert leaf is not None and last_seq is not None
-        rows, new_leaf = grown_tree(cid, leaf, int(last_seq))
+        rows, new_leaf = grown_tree(cid, leaf, int(last_seq), main_path, branches)
         for start in range(0, len(rows), 1_000):
             await tx.session.execute(messages.insert(), rows[start : start + 1_000])
         await tx.session.execute(
@@ -126,7 +129,7 @@ async def timed(samples: int, call: Callable[[], Awaitable[Any]]) -> list[float]
 def line(label: str, big: list[float], small: list[float], goal: str) -> None:
     print(
         f"  {label}: 10,000-message tree p50 {statistics.median(big):.1f} / p99 {pct(big, 0.99):.1f} ms;"
-        f" 3-message conversation p50 {statistics.median(small):.1f} / p99 {pct(small, 0.99):.1f} ms;"
+        f" 83-message conversation p50 {statistics.median(small):.1f} / p99 {pct(small, 0.99):.1f} ms;"
         f" ratio p99 {pct(big, 0.99) / pct(small, 0.99):.2f}  ({goal})"
     )
 
@@ -145,7 +148,8 @@ async def measure(platform: Platform) -> None:
     settings = load()
     db = Database(make_engine(settings.database_url, settings.db_schema, pool_size=2))
     try:
-        await grow(db, big)
+        await grow(db, big, MAIN_PATH, BRANCHES)
+        await grow(db, small, SMALL_PATH, 0)
         headers = {"Authorization": f"Bearer {platform.minter.token(platform.user, ttl=3600)}"}
         base = f"http://127.0.0.1:{platform.gateway_port}"
         async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as http:
@@ -181,8 +185,8 @@ async def measure(platform: Platform) -> None:
                 "goal p99 <= 50 ms",
             )
             # Back to the main path's end for the prompt measurements.
-            leaf = nodes[big][-BRANCHES - 1]
-            await http.put(f"/api/conversations/{big}/active", json={"message_id": leaf})
+            await http.put(f"/api/conversations/{big}/active", json={"message_id": nodes[big][-BRANCHES - 1]})
+            await http.put(f"/api/conversations/{small}/active", json={"message_id": nodes[small][-1]})
 
         async def context_and_prompt(conversation_id: str) -> None:
             async with db.transaction() as tx:
