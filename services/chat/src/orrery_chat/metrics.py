@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Histogram
 
 # Fine buckets where chat's own share lives (a few milliseconds), coarse ones for slow providers.
 _FIRST_DELTA_BUCKETS = (
@@ -29,11 +29,4 @@ FIRST_DELTA_SECONDS = Histogram(
     "orrery_chat_first_delta_seconds",
     "From taking a turn to its reply's first delta written to Redis (the LLM's time to first token included)",
     buckets=_FIRST_DELTA_BUCKETS,
-)
-
-PROMPT_GUESSES = Counter(
-    "orrery_chat_prompt_guesses",
-    "Replies requested from the expected prompt while a turn's statement ran: used, or discarded (the prompt "
-    "built from the database differed)",
-    ["outcome"],
 )
