@@ -196,10 +196,18 @@ def created_event(character: Character, correlation_id: str | None = None) -> Ch
         backstory=character.backstory,
         speaking_style=character.speaking_style,
         greeting=character.greeting,
+        alternate_greetings=_alternate_greetings(character),
         tags=list(character.tags),
         portrait_url=character.portrait_url,
         portrait_provider=character.portrait_provider,
     )
+
+
+def _alternate_greetings(character: Character) -> list[str]:
+    """An imported card's other first messages (its greeting may have been taken from them)."""
+    kept = character.card_extras.get("alternate_greetings")
+    texts = [g.strip() for g in kept if isinstance(g, str) and g.strip()] if isinstance(kept, list) else []
+    return [g for g in dict.fromkeys(texts) if g != character.greeting.strip()]
 
 
 # --- spinning -----------------------------------------------------------------------------------------------

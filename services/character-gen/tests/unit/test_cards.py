@@ -16,6 +16,7 @@ from PIL import Image, PngImagePlugin
 from orrery_character_gen import cards
 from orrery_character_gen.cards import CardError
 from orrery_character_gen.domain import Character, Source, Traits
+from orrery_character_gen.handlers import created_event
 from orrery_character_gen.procedural import paint
 
 CARD_KEYS = {
@@ -237,3 +238,21 @@ def test_a_procedural_portrait_png_can_carry_a_card() -> None:
     art = paint(Traits("male", "Grey", "smuggler"), 1, png_size=64)
     body = cards.card_json(character())
     assert cards.card_text_from_png(cards.embed_card(art.png, body)) == body
+
+
+def test_an_imported_cards_alternate_greetings_travel_in_character_created_besides_its_greeting() -> None:
+    card = {
+        "spec": "chara_card_v2",
+        "spec_version": "2.0",
+        "data": {
+            "name": "Bramble",
+            "description": "A hedge wizard.",
+            "first_mes": "",
+            "alternate_greetings": ["Mind the steam!", "  ", "Tea first.", "Tea first."],
+        },
+    }
+    fields = cards.imported_fields(cards.parse_card(json.dumps(card).encode()))
+    imported = character(name="Bramble", greeting=fields["greeting"], card_extras=fields["card_extras"])
+    event = created_event(imported)
+    # The first alternate became the greeting (first_mes was empty); the rest are its alternatives, once each.
+    assert (event.greeting, event.alternate_greetings) == ("Mind the steam!", ["Tea first."])

@@ -66,6 +66,7 @@ class Persona:
     owner_user_id: UUID | None = None
     portrait_url: str = ""
     tags: tuple[str, ...] = ()
+    alternate_greetings: tuple[str, ...] = ()
 
     def visible_to(self, user_id: UUID) -> bool:
         return self.owner_user_id is None or self.owner_user_id == user_id

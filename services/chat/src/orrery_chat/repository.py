@@ -33,6 +33,7 @@ async def upsert_character(session: AsyncSession, event: CharacterCreated) -> No
         "backstory": event.backstory,
         "speaking_style": event.speaking_style,
         "greeting": event.greeting,
+        "alternate_greetings": list(event.alternate_greetings),
         "portrait_url": event.portrait_url,
         "tags": list(event.tags),
     }

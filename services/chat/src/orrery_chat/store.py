@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -73,6 +74,7 @@ def persona_of(row: Any) -> Persona:
         owner_user_id=row.owner_user_id,
         portrait_url=row.portrait_url,
         tags=tuple(row.tags or ()),
+        alternate_greetings=tuple(getattr(row, "alternate_greetings", None) or ()),
     )
 
 
@@ -109,20 +111,24 @@ async def append(
 ) -> StoredMessage:
     """Add a message under `parent_id` (a first message when None), numbered next in the conversation; when
     `activate`, it becomes the active leaf (the conversation's row must be locked)."""
+    message_id = message_id or uuid4()
+    below_leaf = activate and parent_id is not None and parent_id == conversation.active_leaf_id
+    bump: dict[str, Any] = {
+        "last_seq": conversations.c.last_seq + 1,
+        "message_count": conversations.c.message_count + 1,
+        "last_message_at": created_at if created_at is not None else sa.func.now(),
+        "status": "active",
+    }
+    if below_leaf:
+        bump["active_leaf_id"] = message_id  # the common case: the new message simply extends the active path
     bumped = (
         await session.execute(
             conversations.update()
             .where(conversations.c.conversation_id == conversation.conversation_id)
-            .values(
-                last_seq=conversations.c.last_seq + 1,
-                message_count=conversations.c.message_count + 1,
-                last_message_at=created_at if created_at is not None else sa.func.now(),
-                status="active",
-            )
+            .values(bump)
             .returning(conversations.c.last_seq, conversations.c.last_message_at)
         )
     ).one()
-    message_id = message_id or uuid4()
     values: dict[str, Any] = {
         "message_id": message_id,
         "conversation_id": conversation.conversation_id,
@@ -142,19 +148,12 @@ async def append(
             "model": usage.model,
         }
     await session.execute(messages.insert().values(values))
-    if activate:
-        if parent_id is not None and parent_id == conversation.active_leaf_id:
-            # The common case, a message added below the active leaf: only its parent's pointer changes.
-            await session.execute(
-                messages.update().where(messages.c.message_id == parent_id).values(active_child_id=message_id)
-            )
-            await session.execute(
-                conversations.update()
-                .where(conversations.c.conversation_id == conversation.conversation_id)
-                .values(active_leaf_id=message_id)
-            )
-        else:
-            await tree.make_active(session, conversation.conversation_id, message_id, descend=False)
+    if below_leaf:
+        await session.execute(
+            messages.update().where(messages.c.message_id == parent_id).values(active_child_id=message_id)
+        )
+    elif activate:
+        await tree.make_active(session, conversation.conversation_id, message_id, descend=False)
     return StoredMessage(
         message_id,
         bumped.last_seq,
@@ -165,6 +164,37 @@ async def append(
         parent_id,
         turn_id,
     )
+
+
+# A new conversation, unless it exists already or its project feeds another user's conversations (no row then).
+_OPEN_CONVERSATION = sa.text(
+    """
+INSERT INTO conversations (conversation_id, user_id, character_id, project_id, title, message_count, last_seq,
+                           active_leaf_id)
+SELECT :conversation_id, :user_id, :character_id, :project_id, :title, :count, :count, :leaf
+WHERE NOT EXISTS (SELECT 1 FROM conversations WHERE project_id = :project_id AND user_id <> :user_id)
+ON CONFLICT (conversation_id) DO NOTHING
+RETURNING created_at
+"""
+)
+
+
+def _message_row(
+    conversation_id: UUID, message_id: UUID, seq: int, parent_id: UUID | None, role: Role, content: str, at: Any
+) -> dict[str, Any]:
+    return {
+        "message_id": message_id,
+        "conversation_id": conversation_id,
+        "seq": seq,
+        "parent_id": parent_id,
+        "active_child_id": None,
+        "role": role,
+        "content": content,
+        "status": "complete",
+        "turn_id": None,
+        "client_msg_id": None,
+        "created_at": at,
+    }
 
 
 def _newest_attempt(turn: StartedTurn) -> sa.ColumnElement[bool]:
@@ -200,22 +230,23 @@ class PostgresTurnStore:
         ).first()
         if turn is not None:
             return await self._take_over(session, event, turn)
-        conversation = await self._locked_conversation(session, event.conversation_id)
-        if await session.scalar(sa.select(sa.exists().where(turns.c.turn_id == event.turn_id))):
-            raise _StartedConcurrently
-        if conversation is not None and conversation.user_id != event.user_id:
-            raise ConversationNotFound(event.conversation_id)
-        character_id = conversation.character_id if conversation is not None else event.character_id
-        persona = await read_persona(session, character_id)
-        if persona is None or not persona.visible_to(event.user_id):
-            raise CharacterUnknown(character_id)
-        if conversation is None:
+        found = await self._locked_conversation_and_persona(session, event.conversation_id)
+        if found is None:
             if event.mode != "reply":
                 raise ConversationNotFound(event.conversation_id)
-            conversation = await self._create_conversation(session, event, persona)
+            persona = await read_persona(session, event.character_id)
+            if persona is None or not persona.visible_to(event.user_id):
+                raise CharacterUnknown(event.character_id)
+            return await self._open_conversation(session, event, persona)
+        conversation, persona = found
+        if conversation.user_id != event.user_id:
+            raise ConversationNotFound(event.conversation_id)
+        if persona is None or not persona.visible_to(event.user_id):
+            raise CharacterUnknown(conversation.character_id)
         return await self._start(session, event, conversation, persona)
 
     async def _locked_conversation(self, session: AsyncSession, conversation_id: UUID) -> _Conversation | None:
+        """The conversation's row, locked for the rest of the transaction."""
         row = (
             await session.execute(
                 sa.select(
@@ -231,45 +262,114 @@ class PostgresTurnStore:
         ).first()
         return _Conversation(*row) if row else None
 
-    async def _create_conversation(
+    async def _locked_conversation_and_persona(
+        self, session: AsyncSession, conversation_id: UUID
+    ) -> tuple[_Conversation, Persona | None] | None:
+        """The conversation's row, locked for the rest of the transaction, with its character (read together)."""
+        row = (
+            await session.execute(
+                sa.select(
+                    conversations.c.conversation_id,
+                    conversations.c.user_id,
+                    conversations.c.character_id.label("conversation_character_id"),
+                    conversations.c.project_id,
+                    conversations.c.active_leaf_id,
+                    *characters.c,
+                )
+                .select_from(
+                    conversations.outerjoin(characters, characters.c.character_id == conversations.c.character_id)
+                )
+                .where(conversations.c.conversation_id == conversation_id)
+                .with_for_update(of=conversations)
+            )
+        ).first()
+        if row is None:
+            return None
+        conversation = _Conversation(
+            row.conversation_id, row.user_id, row.conversation_character_id, row.project_id, row.active_leaf_id
+        )
+        return conversation, persona_of(row) if row.character_id is not None else None
+
+    async def _open_conversation(
         self, session: AsyncSession, event: ChatTurnRequested, persona: Persona
-    ) -> _Conversation:
-        if event.project_id is not None:
-            # A project another user's conversations feed is refused as someone else's conversation is.
+    ) -> StartedTurn:
+        """A conversation's first turn: the conversation, its greeting (and the greeting's alternatives), the
+        user's message below the greeting, and the turn, in a few statements (the prompt needs no read: it is the
+        greeting and the message)."""
+        greetings = [persona.greeting, *persona.alternate_greetings]
+        greeting_ids = [uuid4() for _ in greetings]
+        message_id = uuid4()
+        project_id = event.project_id or uuid4()
+        created = (
+            await session.execute(
+                _OPEN_CONVERSATION,
+                {
+                    "conversation_id": event.conversation_id,
+                    "user_id": event.user_id,
+                    "character_id": persona.character_id,
+                    "project_id": project_id,
+                    "title": title_from(event.content),
+                    "count": len(greetings) + 1,
+                    "leaf": message_id,
+                },
+            )
+        ).first()
+        if created is None:
+            # Not created: the project feeds another user's conversations (refused as someone else's
+            # conversation is), or another first delivery created the conversation meanwhile (start over).
             others = sa.exists().where(
-                conversations.c.project_id == event.project_id, conversations.c.user_id != event.user_id
+                conversations.c.project_id == project_id, conversations.c.user_id != event.user_id
             )
             if await session.scalar(sa.select(others)):
                 raise ConversationNotFound(event.conversation_id)
-        created = await session.execute(
-            insert(conversations)
-            .values(
+            raise _StartedConcurrently
+        at = created.created_at
+        rows = [
+            _message_row(event.conversation_id, greeting_ids[i], i + 1, None, "assistant", text, at)
+            | {"active_child_id": message_id if i == 0 else None}
+            for i, text in enumerate(greetings)
+        ]
+        user_row = _message_row(
+            event.conversation_id, message_id, len(greetings) + 1, greeting_ids[0], "user", event.content, at
+        ) | {"turn_id": event.turn_id, "client_msg_id": event.client_msg_id}
+        await session.execute(messages.insert().values([*rows, user_row]))
+        await session.execute(
+            turns.insert().values(
+                turn_id=event.turn_id,
                 conversation_id=event.conversation_id,
-                user_id=event.user_id,
-                character_id=persona.character_id,
-                project_id=event.project_id or uuid4(),
-                title=title_from(event.content),
+                status="processing",
+                mode="reply",
+                user_message_id=message_id,
+                reply_parent_id=message_id,
             )
-            .on_conflict_do_nothing()
-            .returning(conversations.c.conversation_id)
         )
-        if created.first() is None:
-            raise _StartedConcurrently  # another first turn created it meanwhile: start over, finding it
-        conversation = await self._locked_conversation(session, event.conversation_id)
-        assert conversation is not None
-        await append(session, conversation, parent_id=None, role="assistant", content=persona.greeting)
-        found = await self._locked_conversation(session, event.conversation_id)
-        assert found is not None
-        return found
+        greeting, user_message = tree.stored(SimpleNamespace(**rows[0])), tree.stored(SimpleNamespace(**user_row))
+        return StartedTurn(
+            turn_id=event.turn_id,
+            attempt=1,
+            redelivered=False,
+            stream_seq=0,
+            mode="reply",
+            project_id=project_id,
+            persona=persona,
+            user_message=user_message,
+            reply_parent_id=message_id,
+            target=None,
+            context=PathContext(Memory(), [greeting, user_message]),
+        )
 
     async def _start(
         self, session: AsyncSession, event: ChatTurnRequested, conversation: _Conversation, persona: Persona
     ) -> StartedTurn:
-        """Record a new turn: what it adds to the tree, and where its reply will hang."""
+        """Record a new turn: what it adds to the tree, and where its reply will hang. The turn's row is claimed
+        as it is written (another first delivery may have recorded it while this one waited for the
+        conversation's lock: then this one starts over and takes it over)."""
         target: StoredMessage | None = None
         user_message: StoredMessage | None = None
         replaced: tuple[UUID, ...] = ()
         if event.mode == "reply":
+            message_id = uuid4()
+            await self._claim_turn(session, event, message_id, message_id, None, ())
             user_message = await append(
                 session,
                 conversation,
@@ -278,26 +378,19 @@ class PostgresTurnStore:
                 content=event.content,
                 turn_id=event.turn_id,
                 client_msg_id=event.client_msg_id,
+                message_id=message_id,
             )
-            reply_parent: UUID | None = user_message.message_id
+            reply_parent: UUID | None = message_id
         else:
+            if await session.scalar(sa.select(sa.exists().where(turns.c.turn_id == event.turn_id))):
+                raise _StartedConcurrently
             assert event.message_id is not None  # the event's own validation
             target = await message_in(session, conversation.conversation_id, event.message_id)
             if target is None:
                 raise MessageNotFound(event.message_id)
             reply_parent, user_message, replaced = await self._branch(session, event, conversation, target)
-        await session.execute(
-            turns.insert().values(
-                turn_id=event.turn_id,
-                conversation_id=conversation.conversation_id,
-                status="processing",
-                mode=event.mode,
-                user_message_id=user_message.message_id if user_message is not None else None,
-                reply_parent_id=reply_parent,
-                target_message_id=target.message_id if target is not None else None,
-                replaced_turn_ids=list(replaced),
-            )
-        )
+            user_id = user_message.message_id if user_message is not None else None
+            await self._claim_turn(session, event, user_id, reply_parent, target.message_id, replaced)
         start = target.message_id if event.mode == "continue" and target is not None else reply_parent
         context = await tree.context_at(session, start) if start is not None else PathContext(Memory(), [])
         return StartedTurn(
@@ -314,6 +407,33 @@ class PostgresTurnStore:
             context=context,
             replaced_turn_ids=replaced,
         )
+
+    async def _claim_turn(
+        self,
+        session: AsyncSession,
+        event: ChatTurnRequested,
+        user_message_id: UUID | None,
+        reply_parent_id: UUID | None,
+        target_message_id: UUID | None,
+        replaced: tuple[UUID, ...],
+    ) -> None:
+        claimed = await session.execute(
+            insert(turns)
+            .values(
+                turn_id=event.turn_id,
+                conversation_id=event.conversation_id,
+                status="processing",
+                mode=event.mode,
+                user_message_id=user_message_id,
+                reply_parent_id=reply_parent_id,
+                target_message_id=target_message_id,
+                replaced_turn_ids=list(replaced),
+            )
+            .on_conflict_do_nothing()
+            .returning(turns.c.turn_id)
+        )
+        if claimed.first() is None:
+            raise _StartedConcurrently
 
     async def _branch(
         self, session: AsyncSession, event: ChatTurnRequested, conversation: _Conversation, target: StoredMessage

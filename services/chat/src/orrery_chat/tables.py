@@ -23,6 +23,7 @@ characters = sa.Table(
     sa.Column("backstory", sa.Text, nullable=False),
     sa.Column("speaking_style", sa.Text, nullable=False),
     sa.Column("greeting", sa.Text, nullable=False),
+    sa.Column("alternate_greetings", JSONB, nullable=False, server_default="[]"),
     sa.Column("portrait_url", sa.Text, nullable=False, server_default=""),
     sa.Column("tags", JSONB, nullable=False, server_default="[]"),
     sa.Column("updated_at", TS, nullable=False, server_default=sa.func.now()),

@@ -14,7 +14,16 @@ from fastapi import FastAPI
 
 from orrery_chat.settings import ChatSettings
 from orrery_shared.events import ChatTurnCompleted
-from services.chat.tests.integration.harness import Client, deltas, fresh_groups, llm_env, migrate, running_app
+from orrery_shared.kafka import publish_event
+from services.chat.tests.integration.harness import (
+    Client,
+    character,
+    deltas,
+    fresh_groups,
+    llm_env,
+    migrate,
+    running_app,
+)
 from tests.support.infra import Infra
 from tests.support.kafka_spy import spying
 from tests.support.llm_stub import StubControl
@@ -319,3 +328,25 @@ async def test_the_active_path_is_paged_from_the_newest_with_a_cursor(talk: Talk
     assert pages == 3 and len(seen) == 11 and seen[0] == "Answer 4." and seen[-2] == "Question 0?"
     stranger = await talk.http.get(url, params={"before": str(uuid4())}, headers=talk.headers)
     assert stranger.status_code == 404
+
+
+async def test_a_cards_alternate_greetings_are_the_first_messages_alternatives(
+    chat: App, client: Client, token_minter: TokenMinter, llm_stub: StubControl
+) -> None:
+    _, http = chat
+    created = character(client.user_id).model_copy(
+        update={"alternate_greetings": ["You again? Sit.", "The hold is full; mind the crates."]}
+    )
+    await publish_event(client.broker, created)
+    talk = Talk(client, http, token_minter.headers(client.user_id), created.character_id)
+    llm_stub.script(model="orrery-chat", content="Aye.")
+    await talk.turn("Hello?")
+    first = (await talk.path())[0]
+    assert (first["content"], first["sibling_index"], first["sibling_count"]) == (created.greeting, 1, 3)
+
+    alternative = next(n for n in (await talk.tree())["nodes"] if n["preview"] == "You again? Sit.")
+    assert (await talk.select(alternative["message_id"])).status_code == 200
+    assert contents(await talk.path()) == ["You again? Sit."]
+    llm_stub.script(model="orrery-chat", content="Sitting.")
+    await talk.turn("Fine.")
+    assert contents(last_prompt(llm_stub)[1:]) == ["You again? Sit.", "Fine."]

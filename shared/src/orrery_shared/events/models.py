@@ -98,6 +98,9 @@ class CharacterCreated(Event):
     backstory: str
     speaking_style: str
     greeting: str = Field(description="the character's first message in a new conversation")
+    alternate_greetings: list[str] = Field(
+        default_factory=list, description="other first messages a conversation offers as the greeting's alternatives"
+    )
     tags: list[str] = Field(default_factory=list)
     portrait_url: str = Field(description="where the gateway serves the portrait")
     portrait_provider: str = Field(description="which image provider drew it, e.g. procedural")

@@ -11,7 +11,7 @@ Revises: 0005
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 revision = "0006"
 down_revision = "0005"
@@ -20,6 +20,7 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.add_column("characters", sa.Column("alternate_greetings", JSONB, nullable=False, server_default="[]"))
     op.add_column("messages", sa.Column("parent_id", sa.Uuid, nullable=True))
     op.add_column("messages", sa.Column("active_child_id", sa.Uuid, nullable=True))
     op.add_column("messages", sa.Column("summary", sa.Text, nullable=True))
@@ -77,3 +78,4 @@ def downgrade() -> None:
     op.drop_column("conversations", "active_leaf_id")
     for column in ("summary", "active_child_id", "parent_id"):
         op.drop_column("messages", column)
+    op.drop_column("characters", "alternate_greetings")

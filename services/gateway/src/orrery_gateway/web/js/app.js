@@ -2,6 +2,7 @@
 // story dossier, over the gateway's WebSocket (/ws) and REST API (/api). Plain ES modules, no build step.
 
 import { ApiError, createApi } from "./api.js";
+import { Tree, branchList } from "./branches.js";
 import { DossierPanel } from "./dossier.js";
 import { Session, SignedOut } from "./session.js";
 import { Channel } from "./socket.js";
@@ -32,7 +33,11 @@ const state = {
   current: null, // {id, projectId, character, stored, ready: Promise}
   conversations: [],
   spin: null, // {requestId, done, timer, early}
-  turns: new Map(), // turn_id → {assembler, bubble, text}
+  turns: new Map(), // turn_id → {assembler, bubble, text, mode, messageId, prefix, conversationId}
+  tree: null, // the open conversation's Tree (its messages' alternatives), dropped whenever the tree changes
+  pathVersion: 0, // bumped by every change to the transcript: a reload begun before one is not applied
+  pathQueue: Promise.resolve(), // switching, deleting: one at a time, each on the transcript the last one left
+  editing: null, // {bubble, close}: the message being edited in place
   activeTurn: null,
   outstanding: [], // frames awaiting their direct answer, in the order sent
   openWaiters: [],
@@ -359,8 +364,10 @@ async function afterUpgrade() {
 function leaveApp(code) {
   channel.stop();
   for (const entry of state.outstanding) entry.reject(new SignedOut(code));
-  Object.assign(state, { current: null, conversations: [], spin: null, activeTurn: null, outstanding: [] });
+  Object.assign(state, { current: null, conversations: [], spin: null, activeTurn: null, outstanding: [], tree: null });
   state.turns.clear();
+  closeEditor();
+  if ($("branches").open) $("branches").close();
   sessionStorage.removeItem(CURRENT_KEY);
   root.dataset.signedIn = "false";
   root.classList.remove("sidebar-open");
@@ -542,12 +549,17 @@ function openStarted(started, { fresh }) {
   };
   current.ready = Promise.resolve(current);
   state.current = current;
+  state.tree = null;
+  state.pathVersion += 1;
+  closeEditor();
+  if ($("branches").open) $("branches").close();
   if (fresh) sessionStorage.removeItem(CURRENT_KEY);
   else sessionStorage.setItem(CURRENT_KEY, current.id);
   renderCharacter(current.character);
   $("screen-chat").dataset.conversationId = current.id;
   $("screen-chat").dataset.projectId = current.projectId ?? "";
   $("end-session").disabled = !current.stored;
+  $("open-branches").disabled = !current.stored;
   banner("");
   if (fresh) {
     $("transcript").replaceChildren();
@@ -572,17 +584,14 @@ async function openConversation(id, { quiet = false } = {}) {
     ]);
     openStarted(started, { fresh: false });
     $("transcript").replaceChildren();
-    for (const m of messages) {
-      addBubble(m.role === "user" ? "user" : "assistant", m.content, {
-        status: m.status,
-        time: m.created_at,
-        messageId: m.message_id,
-      });
-    }
-    // A reply of this conversation still streaming (it was left while it streamed) continues in view.
+    renderPath(messages);
+    // A reply of this conversation still streaming (it was left while it streamed) continues in view: a
+    // continued message in its own place, any other reply at the end.
     for (const [turnId, turn] of state.turns) {
       if (turn.conversationId === id && !turn.assembler.finished) {
-        $("transcript").append(turn.bubble);
+        const continued = turn.mode === "continue" ? bubbleOf(turn.messageId) : null;
+        if (continued) continued.replaceWith(turn.bubble);
+        else $("transcript").append(turn.bubble);
         setStreaming(turnId);
       }
     }
@@ -612,21 +621,585 @@ async function allMessages(id) {
   return all.reverse();
 }
 
-function addBubble(role, text, { status = "complete", time = null, messageId = null, greeting = false } = {}) {
+const roleOf = (message) => (message.role === "user" ? "user" : "assistant");
+const whoOf = (role) => (role === "user" ? "You" : state.current?.character?.name || "Them");
+
+function bubble(role, text, { status = "complete", time = null, messageId = null, greeting = false } = {}) {
   const li = h(
     "li",
     {
       class: `msg msg-${role}`,
       dataset: { role, status, ...(messageId ? { messageId } : {}), ...(greeting ? { greeting: "true" } : {}) },
     },
-    h("p", { class: "msg-who" }, role === "user" ? "You" : state.current?.character?.name || "Them"),
+    h("p", { class: "msg-who" }, whoOf(role)),
     h("div", { class: "msg-text" }, text),
     h("p", { class: "msg-meta" }, time ? h("time", { datetime: time, title: fullTime(time) }, ago(time)) : null),
   );
   if (status === "cancelled") li.querySelector(".msg-meta").append(h("span", { class: "tag" }, "stopped"));
+  return li;
+}
+
+function addBubble(role, text, options = {}) {
+  const li = bubble(role, text, options);
   $("transcript").append(li);
   scrollTranscript(true);
   return li;
+}
+
+// --- the conversation tree: alternatives, edits, deletions -------------------------------------------------
+
+/** The transcript's message bubbles, in order (notes and the loading line left out). */
+const bubbles = () => [...$("transcript").querySelectorAll(":scope > li.msg")];
+const bubbleOf = (messageId) => (messageId ? (bubbles().find((b) => b.dataset.messageId === messageId) ?? null) : null);
+
+/** Whether a reply of the open conversation is still being written. */
+function busyHere() {
+  const id = state.current?.id;
+  for (const turn of state.turns.values()) {
+    if (turn.conversationId === id && !turn.assembler.finished) return true;
+  }
+  return false;
+}
+
+/** Run `work` after the switches and deletions asked for before it (each sees the transcript the last left). */
+function onPath(work) {
+  const run = state.pathQueue.then(work).catch((error) => {
+    if (!(error instanceof SignedOut)) note(plainError(error.code, error.message, error.retryAfter));
+  });
+  state.pathQueue = run;
+  return run;
+}
+
+/** The open conversation's tree, read once and kept until it changes. */
+async function currentTree() {
+  const current = state.current;
+  if (!current?.stored) return null;
+  if (state.tree?.conversationId === current.id) return state.tree;
+  const tree = new Tree(await api(`/api/conversations/${current.id}/tree`));
+  if (state.current === current) state.tree = tree;
+  return tree;
+}
+
+/**
+ * The active path from the newest message already shown that is still on it (the anchor), oldest first: pages
+ * are read from the newest message up until one of `known` appears (everything above it is unchanged: a path
+ * through a message is the same down to it), or to the first message (the anchor is then null).
+ */
+async function pathSince(id, known) {
+  const messages = [];
+  let anchor = null;
+  let before = null;
+  let limit = 30;
+  do {
+    const cursor = before ? `&before=${before}` : "";
+    const page = await api(`/api/conversations/${id}/messages?limit=${limit}${cursor}`);
+    for (const m of page.messages) {
+      messages.push(m);
+      if (known.has(m.message_id)) {
+        anchor = m.message_id;
+        break;
+      }
+    }
+    before = anchor ? null : page.next_before;
+    limit = 200;
+  } while (before);
+  return { messages: messages.reverse(), anchor };
+}
+
+/**
+ * Bring the transcript in line with the conversation's active path after it changed (a reply, a switch of
+ * alternative, an edit, a deletion). What is shown and still on the path stays; the rest is drawn again.
+ */
+async function reloadPath({ keepTree = false } = {}) {
+  const current = state.current;
+  if (!current?.stored) return false;
+  if (!keepTree) state.tree = null;
+  const version = ++state.pathVersion;
+  const known = new Set();
+  for (const b of bubbles()) {
+    if (!b.dataset.messageId || b.dataset.status === "streaming") break;
+    known.add(b.dataset.messageId);
+  }
+  let found;
+  try {
+    found = await pathSince(current.id, known);
+  } catch {
+    return false; // the transcript stays as it is (the conversation may be gone: the sidebar says so)
+  }
+  if (version !== state.pathVersion || state.current !== current || busyHere()) return false;
+  renderPath(found.messages, found.anchor);
+  return true;
+}
+
+/** Show `messages` (oldest first; from the shown message `anchor` on, or the whole path when it is null). */
+function renderPath(messages, anchor = null) {
+  const transcript = $("transcript");
+  const focus = rememberFocus();
+  closeEditor();
+  clearNotes();
+  transcript.querySelector(":scope > .msg-loading")?.remove();
+  const shown = bubbles();
+  const at = Math.max(0, anchor ? shown.findIndex((b) => b.dataset.messageId === anchor) : 0);
+  const last = messages.length - 1;
+  let i = 0;
+  for (; i < messages.length; i += 1) {
+    const b = shown[at + i];
+    if (!b || !sameMessage(b, messages[i])) break;
+    decorate(b, messages[i], i === last);
+  }
+  for (const b of shown.slice(at + i)) b.remove();
+  for (; i < messages.length; i += 1) {
+    const m = messages[i];
+    transcript.append(decorate(bubble(roleOf(m), m.content), m, i === last));
+  }
+  syncTools();
+  restoreFocus(focus);
+  scrollTranscript();
+}
+
+/** Whether a shown bubble is this stored message: the same id, or (sent or received before its id was known)
+ * the same author and text. */
+function sameMessage(b, m) {
+  if (b.dataset.messageId) return b.dataset.messageId === m.message_id;
+  return (
+    b.dataset.role === roleOf(m) &&
+    b.dataset.status !== "failed" &&
+    b.querySelector(".msg-text").textContent === m.content
+  );
+}
+
+/** Make a bubble show a stored message: its text, time, place among its alternatives and what can be done. */
+function decorate(li, m, last) {
+  const role = roleOf(m);
+  li.dataset.messageId = m.message_id;
+  li.dataset.parentId = m.parent_id ?? "";
+  li.dataset.status = m.status;
+  li.dataset.siblingIndex = String(m.sibling_index ?? 1);
+  li.dataset.siblingCount = String(m.sibling_count ?? 1);
+  if (role === "assistant" && !m.parent_id) li.dataset.greeting = "true";
+  else delete li.dataset.greeting;
+  li.removeAttribute("aria-busy");
+  const text = li.querySelector(".msg-text");
+  if (text.textContent !== m.content) text.textContent = m.content;
+  for (const stale of li.querySelectorAll(":scope > .msg-error, :scope > .button, :scope > .msg-tools")) stale.remove();
+  li.querySelector(".msg-meta").replaceChildren(
+    h("time", { datetime: m.created_at, title: fullTime(m.created_at) }, ago(m.created_at)),
+    m.status === "cancelled" ? h("span", { class: "tag" }, "stopped") : null,
+  );
+  li.append(messageTools(li, m, last));
+  return li;
+}
+
+function tool(name, glyph, label, onclick, { end = false } = {}) {
+  return h(
+    "button",
+    { type: "button", class: "tool", dataset: { tool: name, end: String(end) }, "aria-label": label, title: label, onclick },
+    h("span", { "aria-hidden": "true" }, glyph),
+  );
+}
+
+/** The navigator `‹ 2/3 ›` (a message with alternatives) and the message's actions. */
+function messageTools(li, m, last) {
+  const role = roleOf(m);
+  const id = m.message_id;
+  const box = h("div", { class: "msg-tools" });
+  const index = m.sibling_index ?? 1;
+  const count = m.sibling_count ?? 1;
+  if (count > 1) {
+    box.append(
+      h(
+        "span",
+        { class: "msg-nav", role: "group", "aria-label": "Alternatives" },
+        tool("previous", "‹", "previous alternative", () => switchAlternative(id, -1), { end: index <= 1 }),
+        h("span", { class: "msg-count", "aria-hidden": "true" }, `${index}/${count}`),
+        h("span", { class: "visually-hidden" }, `alternative ${index} of ${count}`),
+        tool("next", "›", "next alternative", () => switchAlternative(id, 1), { end: index >= count }),
+      ),
+    );
+  }
+  const actions = h("span", { class: "msg-actions" });
+  if (role === "assistant" && m.parent_id) actions.append(tool("regenerate", "↻", "Regenerate", () => startTurn("regenerate", id)));
+  if (role === "assistant" && last) actions.append(tool("continue", "»", "Continue", () => startTurn("continue", id)));
+  actions.append(
+    tool("edit", "✎", "Edit", () => openEditor(li)),
+    tool("delete", "✕", "Delete", () => deleteMessage(id)),
+  );
+  box.append(actions);
+  return box;
+}
+
+/** Nothing is switched, edited or deleted while a reply is being written. */
+function syncTools() {
+  const busy = Boolean(state.activeTurn);
+  for (const b of $("transcript").querySelectorAll(".tool")) b.disabled = busy || b.dataset.end === "true";
+}
+
+/** Where the focus was in the transcript (which bubble, which of its tools), to put it back after a redraw. */
+function rememberFocus() {
+  const el = document.activeElement;
+  const li = el && $("transcript").contains(el) ? el.closest("li.msg") : null;
+  return li ? { index: bubbles().indexOf(li), tool: el.dataset.tool ?? "" } : null;
+}
+
+function restoreFocus(memo) {
+  if (!memo || $("transcript").contains(document.activeElement)) return;
+  const all = bubbles();
+  const li = all[memo.index] ?? all.at(-1);
+  const pick =
+    li?.querySelector(`.tool[data-tool="${memo.tool}"]:not(:disabled)`) ?? li?.querySelector(".tool:not(:disabled)");
+  if (pick) pick.focus({ preventScroll: true });
+  else $("composer-input").focus({ preventScroll: true });
+}
+
+/** A line at the end of the transcript: something asked for did not happen (with a way to try again). */
+function note(text, retry = null) {
+  clearNotes();
+  const li = h(
+    "li",
+    { class: "msg-note", role: "alert" },
+    h("span", {}, text),
+    retry
+      ? h(
+          "button",
+          {
+            type: "button",
+            class: "button small",
+            onclick: () => {
+              clearNotes();
+              retry();
+            },
+          },
+          "Try again",
+        )
+      : null,
+  );
+  $("transcript").append(li);
+  scrollTranscript(true);
+}
+
+function clearNotes() {
+  for (const el of $("transcript").querySelectorAll(":scope > .msg-note")) el.remove();
+}
+
+/** Show another alternative of a message (`step` -1: the previous, +1: the next). */
+function switchAlternative(messageId, step) {
+  return onPath(async () => {
+    if (state.activeTurn) return;
+    const target = (await currentTree())?.alternative(messageId, step);
+    if (target) await selectMessage(target.message_id);
+  });
+}
+
+/** Make the path through a message the active one (the socket's `select`, else `PUT …/active`) and show it. */
+async function selectMessage(messageId) {
+  const current = state.current;
+  if (!current?.stored) return;
+  try {
+    if (channel.open) await request({ type: "select", message_id: messageId }, "branch.selected");
+    else await api(`/api/conversations/${current.id}/active`, { method: "PUT", body: { message_id: messageId } });
+  } catch (error) {
+    if (error instanceof SignedOut) return;
+    note(`That could not be shown. ${plainError(error.code, error.message, error.retryAfter)}`);
+    return;
+  }
+  if (state.current === current) await reloadPath({ keepTree: true });
+}
+
+function deleteMessage(messageId) {
+  return onPath(async () => {
+    const current = state.current;
+    const li = bubbleOf(messageId);
+    if (!current?.stored || !li || state.activeTurn) return;
+    const alternatives = Number(li.dataset.siblingCount) > 1;
+    const choice = await modal({
+      title: "Delete this message?",
+      body: [
+        h("p", {}, "This message and everything after it on this branch will be gone for good."),
+        alternatives ? h("p", { class: "fine-print" }, "Its other alternatives stay.") : null,
+      ].filter(Boolean),
+      actions: [
+        { label: "Keep it", value: "keep" },
+        { label: "Delete", value: "delete", danger: true },
+      ],
+    });
+    if (choice !== "delete" || state.current !== current) return;
+    try {
+      await api(`/api/conversations/${current.id}/messages/${messageId}`, { method: "DELETE" });
+    } catch (error) {
+      if (error instanceof SignedOut) return;
+      if (error.code !== "not_found") {
+        const why = error.status === 409 ? turnFailureWords(error.message) : plainError(error.code, error.message);
+        li.querySelector(":scope > .msg-error")?.remove();
+        li.querySelector(".msg-tools").before(h("p", { class: "msg-error", role: "alert" }, `Not deleted. ${why}`));
+        return;
+      }
+    }
+    if (state.current === current) await reloadPath();
+  });
+}
+
+/** Edit a message in place: a text box with Save and Cancel (Ctrl+Enter saves, Escape cancels). */
+function openEditor(li) {
+  if (state.activeTurn || !li?.dataset.messageId) return;
+  closeEditor();
+  const messageId = li.dataset.messageId;
+  const text = li.querySelector(".msg-text");
+  const tools = li.querySelector(".msg-tools");
+  const original = text.textContent;
+  const input = h("textarea", {
+    class: "msg-edit-input",
+    "aria-label": "Edited text",
+    "aria-describedby": "edit-hint",
+    maxlength: 4000,
+    rows: Math.min(12, Math.max(3, original.split("\n").length + 1)),
+  });
+  input.value = original;
+  const error = h("p", { class: "field-error", role: "alert" });
+  const editor = h(
+    "div",
+    { class: "msg-editor" },
+    input,
+    error,
+    h("p", { class: "visually-hidden", id: "edit-hint" }, "Ctrl+Enter saves, Escape cancels."),
+    h(
+      "div",
+      { class: "row end" },
+      h("button", { type: "button", class: "button small ghost", onclick: () => cancel() }, "Cancel"),
+      h("button", { type: "button", class: "button small primary", onclick: () => save() }, "Save"),
+    ),
+  );
+  const close = () => {
+    editor.remove();
+    text.hidden = false;
+    if (tools) tools.hidden = false;
+    delete li.dataset.editing;
+    if (state.editing?.bubble === li) state.editing = null;
+  };
+  const cancel = () => {
+    close();
+    li.querySelector('.tool[data-tool="edit"]')?.focus();
+  };
+  const save = () => {
+    const content = input.value;
+    if (!content.trim()) {
+      error.textContent = "A message cannot be empty. Delete it instead.";
+      input.focus();
+      return;
+    }
+    close();
+    if (content === original) return;
+    startTurn("edit", messageId, content);
+  };
+  input.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") {
+      event.preventDefault();
+      event.stopPropagation();
+      cancel();
+    } else if (event.key === "Enter" && (event.ctrlKey || event.metaKey) && !event.isComposing) {
+      event.preventDefault();
+      save();
+    }
+  });
+  text.hidden = true;
+  if (tools) tools.hidden = true;
+  text.after(editor);
+  li.dataset.editing = "true";
+  state.editing = { bubble: li, close };
+  input.focus();
+  input.setSelectionRange(input.value.length, input.value.length);
+}
+
+function closeEditor() {
+  state.editing?.close();
+  state.editing = null;
+}
+
+const TURN_WORDS = {
+  regenerate: "The new reply",
+  continue: "The continuation",
+  edit: "The edit",
+};
+
+/**
+ * Regenerate, continue or edit a shown message: the reply streams like a message's. A regenerated reply and an
+ * edited message take the place of the old one and of everything after it (a new alternative, which the active
+ * path now goes through); a continuation is written onto the message itself.
+ */
+async function startTurn(mode, messageId, content = null) {
+  const current = state.current;
+  if (!current?.stored || state.activeTurn) return;
+  const target = bubbleOf(messageId);
+  if (mode === "continue" && !target) return;
+  const role = target?.dataset.role ?? (mode === "regenerate" ? "assistant" : null);
+  const parentId = target?.dataset.parentId;
+  const hadFocus = $("transcript").contains(document.activeElement);
+  closeEditor();
+  clearNotes();
+  state.pathVersion += 1;
+  state.tree = null;
+  let reply;
+  let userBubble = null;
+  let prefix = "";
+  if (mode === "continue") {
+    reply = target;
+    prefix = target.querySelector(".msg-text").textContent;
+    target.querySelector(".msg-tools")?.remove();
+    reply.dataset.status = "waiting";
+  } else {
+    if (target) {
+      let next = target;
+      while (next) {
+        const after = next.nextElementSibling;
+        next.remove();
+        next = after;
+      }
+    }
+    if (mode === "edit" && role === "user") userBubble = addBubble("user", content, { status: "sending" });
+    if (mode === "edit" && role === "assistant") {
+      prefix = content; // stored as it is: no reply is generated
+      reply = addBubble("assistant", content, { status: "waiting" });
+    } else {
+      reply = addBubble("assistant", "", { status: "waiting" });
+      reply.querySelector(".msg-text").append(h("span", { class: "typing", "aria-label": "Writing" }, "● ● ●"));
+    }
+  }
+  if (hadFocus && !$("transcript").contains(document.activeElement)) $("composer-input").focus({ preventScroll: true });
+  setStreaming("pending");
+  try {
+    const frame = { type: mode, message_id: messageId, client_msg_id: randomId() };
+    if (mode === "edit") frame.content = content;
+    const accepted = await request(frame, "turn.accepted");
+    if (userBubble) {
+      userBubble.dataset.status = "sent";
+      const sentAt = new Date().toISOString();
+      userBubble.querySelector(".msg-meta").replaceChildren(h("time", { datetime: sentAt, title: fullTime(sentAt) }, "just now"));
+    }
+    reply.dataset.turnId = accepted.turn_id;
+    reply.dataset.status = "streaming";
+    reply.setAttribute("aria-busy", "true");
+    state.turns.set(accepted.turn_id, {
+      assembler: new ReplyAssembler(accepted.turn_id),
+      bubble: reply,
+      text: content ?? "",
+      mode,
+      messageId,
+      parentId,
+      role,
+      prefix,
+      conversationId: current.id,
+    });
+    if (state.current === current) setStreaming(accepted.turn_id);
+  } catch (error) {
+    if (reply !== target) reply.remove();
+    userBubble?.remove();
+    if (state.current !== current) return;
+    setStreaming(null);
+    await reloadPath(); // what the conversation holds, as before
+    note(`${TURN_WORDS[mode]} did not start. ${plainError(error.code, error.message, error.retryAfter)}`);
+    if (error.code === "rate_limited" && error.retryAfter) cooldown(error.retryAfter);
+  }
+}
+
+/** Chat's words for a regenerate, continue or edit it could not do. */
+function reworkFailureWords(reason) {
+  if (reason === "message_not_found") return "That message no longer exists.";
+  return turnFailureWords((reason || "").replace(/^not_allowed:\s*/, "") || null);
+}
+
+/** A regenerate, continue or edit failed: show what is stored, say why, and offer it again. */
+async function reworkFailed(turn, outcome) {
+  if (state.current?.id !== turn.conversationId) return;
+  await reloadPath();
+  note(
+    `${TURN_WORDS[turn.mode]} failed. ${reworkFailureWords(outcome.reason)}`,
+    outcome.retryable
+      ? () => {
+          // An edited message whose reply failed is stored: edit what now stands in its place.
+          let id = turn.messageId;
+          if (turn.mode === "edit" && !bubbleOf(id)) {
+            const standing = bubbles().find((b) => b.dataset.parentId === (turn.parentId ?? "") && b.dataset.role === turn.role);
+            if (standing) id = standing.dataset.messageId;
+          }
+          startTurn(turn.mode, id, turn.mode === "edit" ? turn.text : null);
+        }
+      : null,
+  );
+}
+
+// --- the branches panel ---------------------------------------------------------------------------------
+
+async function openBranches() {
+  const current = state.current;
+  if (!current?.stored) return;
+  const dialog = $("branches");
+  const body = $("branches-body");
+  $("branches-error").textContent = "";
+  body.replaceChildren(h("p", { class: "msg-loading" }, "Reading the tree…"));
+  if (!dialog.open) dialog.showModal();
+  let tree;
+  try {
+    tree = new Tree(await api(`/api/conversations/${current.id}/tree`));
+  } catch (error) {
+    if (error instanceof SignedOut) return;
+    body.replaceChildren();
+    $("branches-error").textContent = `The tree could not be read. ${plainError(error.code, error.message, error.retryAfter)}`;
+    return;
+  }
+  if (state.current !== current || !dialog.open) return;
+  state.tree = tree;
+  const busy = Boolean(state.activeTurn);
+  body.replaceChildren(
+    busy ? h("p", { class: "fine-print" }, "A reply is being written: pick a message once it is done.") : null,
+    branchList(tree, {
+      who: whoOf,
+      disabled: busy,
+      onPick: (messageId) => {
+        dialog.close();
+        onPath(() => selectMessage(messageId));
+      },
+    }),
+  );
+  const shown = body.querySelector(".branch-node[aria-current='true']") ?? body.querySelector(".branch-node");
+  shown?.focus({ preventScroll: true });
+  shown?.scrollIntoView({ block: "center" });
+}
+
+// --- keys, as SillyTavern has them: ← → the last reply's alternatives (→ past the last regenerates), ↑ edit ---
+
+function transcriptKeys(event) {
+  if (!["ArrowLeft", "ArrowRight", "ArrowUp"].includes(event.key)) return;
+  if (event.altKey || event.ctrlKey || event.metaKey || event.shiftKey || event.isComposing) return;
+  if (!inChat() || $("modal").open || $("branches").open || state.activeTurn || state.editing) return;
+  const input = $("composer-input");
+  const target = event.target;
+  const transcript = $("transcript");
+  const fromComposer = target === input && input.value === "";
+  const fromTranscript =
+    target instanceof Element && transcript.contains(target) && !target.closest("textarea, input, select, [contenteditable]");
+  if (!fromComposer && !fromTranscript) return;
+  if (event.key === "ArrowUp") {
+    if (target === transcript) return; // the log itself scrolls with ↑
+    const mine = bubbles().filter((b) => b.dataset.role === "user" && b.dataset.messageId).at(-1);
+    if (!mine) return;
+    event.preventDefault();
+    openEditor(mine);
+    return;
+  }
+  const last = bubbles().at(-1);
+  if (!last?.dataset.messageId || last.dataset.role !== "assistant") return;
+  event.preventDefault();
+  const step = event.key === "ArrowLeft" ? -1 : 1;
+  onPath(async () => {
+    const reply = bubbles().at(-1);
+    if (state.activeTurn || !reply?.dataset.messageId || reply.dataset.role !== "assistant") return;
+    const tree = await currentTree();
+    if (!tree) return;
+    const other = tree.alternative(reply.dataset.messageId, step);
+    if (other) await selectMessage(other.message_id);
+    else if (step > 0 && reply.dataset.parentId && tree.byId.has(reply.dataset.messageId)) {
+      await startTurn("regenerate", reply.dataset.messageId);
+    }
+  });
 }
 
 function nearBottom() {
@@ -646,11 +1219,15 @@ function setStreaming(turnId) {
   $("stop").disabled = false;
   $("stop").textContent = "Stop";
   $("transcript").setAttribute("aria-busy", turnId ? "true" : "false");
+  syncTools();
 }
 
 async function sendMessage(text) {
   const current = state.current;
   if (!current || state.activeTurn || !text.trim()) return;
+  closeEditor();
+  clearNotes();
+  state.pathVersion += 1; // a reload begun before this message would drop it from view
   const userBubble = addBubble("user", text, { status: "sending" });
   const reply = addBubble("assistant", "", { status: "waiting" });
   reply.querySelector(".msg-text").append(h("span", { class: "typing", "aria-label": "Writing" }, "● ● ●"));
@@ -662,7 +1239,10 @@ async function sendMessage(text) {
       "turn.accepted",
     );
     current.stored = true;
-    if (state.current === current) $("end-session").disabled = false;
+    if (state.current === current) {
+      $("end-session").disabled = false;
+      $("open-branches").disabled = false;
+    }
     userBubble.dataset.status = "sent";
     const sentAt = new Date().toISOString();
     userBubble.querySelector(".msg-meta").replaceChildren(h("time", { datetime: sentAt, title: fullTime(sentAt) }, "just now"));
@@ -673,6 +1253,8 @@ async function sendMessage(text) {
       assembler: new ReplyAssembler(accepted.turn_id),
       bubble: reply,
       text,
+      mode: "reply",
+      prefix: "",
       conversationId: current.id,
     });
     if (state.current === current) setStreaming(accepted.turn_id);
@@ -726,7 +1308,8 @@ function turnFrame(frame) {
   if (!turn.assembler.apply(frame)) return;
   const bubble = turn.bubble;
   const textEl = bubble.querySelector(".msg-text");
-  textEl.textContent = turn.assembler.text;
+  // A continuation is written onto the message's text; an edited message of the character's is its text.
+  textEl.textContent = turn.prefix + turn.assembler.text;
   if (turn.assembler.restarts > restartsBefore) {
     bubble.querySelector(".msg-meta").replaceChildren(h("span", { class: "tag" }, "writing again"));
   } else if (bubble.querySelector(".msg-meta .tag")?.textContent.startsWith("delayed")) {
@@ -743,7 +1326,8 @@ function turnFrame(frame) {
   const doneAt = new Date().toISOString();
   meta.replaceChildren(h("time", { datetime: doneAt, title: fullTime(doneAt) }, "just now"));
   if (outcome.status === "cancelled") meta.append(h("span", { class: "tag" }, "stopped"));
-  if (outcome.status === "failed") {
+  const rework = turn.mode !== "reply"; // a failed regenerate, continue or edit is told of under the transcript
+  if (outcome.status === "failed" && !rework) {
     if (!turn.assembler.text) textEl.textContent = "";
     bubble.append(
       h("p", { class: "msg-error", role: "alert" }, turnFailureWords(outcome.reason)),
@@ -761,6 +1345,10 @@ function turnFrame(frame) {
     banner("");
   }
   refreshConversations();
+  // The tree grew: show the stored path (ids, alternatives, what can be done with each message).
+  state.tree = null;
+  if (outcome.status === "failed" && rework) reworkFailed(turn, outcome);
+  else if (outcome.status !== "failed" && state.current?.id === turn.conversationId) reloadPath();
 }
 
 function stopReply() {
@@ -1058,8 +1646,17 @@ function wire() {
     $("open-sidebar").focus();
   });
   $("scrim").addEventListener("click", closeDrawers);
+  document.addEventListener("keydown", transcriptKeys);
+  $("open-branches").addEventListener("click", openBranches);
+  $("close-branches").addEventListener("click", () => $("branches").close());
+  $("branches").addEventListener("click", (event) => {
+    if (event.target === event.currentTarget) event.currentTarget.close(); // a click on the backdrop
+  });
+  $("branches").addEventListener("close", () => {
+    if (inChat() && !$("transcript").contains(document.activeElement)) $("open-branches").focus({ preventScroll: true });
+  });
   document.addEventListener("keydown", (event) => {
-    if (event.key !== "Escape" || $("modal").open) return;
+    if (event.key !== "Escape" || $("modal").open || $("branches").open) return;
     if (root.classList.contains("sidebar-open")) {
       setDrawer("sidebar", false);
       $("open-sidebar").focus();
