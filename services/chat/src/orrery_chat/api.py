@@ -288,7 +288,15 @@ async def select_branch(
     return ActivePublic(conversation_id=conversation_id, active_leaf_id=leaf)
 
 
-@router.delete("/{conversation_id}/messages/{message_id}", response_model=ActivePublic)
+@router.delete(
+    "/{conversation_id}/messages/{message_id}",
+    response_model=ActivePublic,
+    responses={
+        409: {
+            "description": "a reply is being written below it (`busy`), or it is the only first message (`not_allowed`)"
+        }
+    },
+)
 async def delete_message(
     request: Request, conversation_id: UUID, message_id: UUID, principal: CurrentPrincipal
 ) -> ActivePublic:
