@@ -452,9 +452,12 @@ class PostgresTurnStore:
                 await tree.make_active(session, cid, target.message_id)
             parent = await message_in(session, cid, target.parent_id) if target.parent_id else None
             return target.parent_id, parent if parent is not None and parent.role == "user" else None, ()
+        if event.mode == "regenerate" and target.role == "user":
+            # Another reply to the user's own message (the first one, when its reply failed): a new child of it.
+            replaced = await tree.left_turns(session, leaf, target.message_id)
+            await tree.make_active(session, cid, target.message_id, descend=False)
+            return target.message_id, target, replaced
         if event.mode == "regenerate":
-            if target.role != "assistant":
-                raise NotAllowed("only the character's messages can be regenerated; edit your own instead")
             if target.parent_id is None:
                 raise NotAllowed("the first message is the character's greeting; it is not generated")
             parent = await message_in(session, cid, target.parent_id)
@@ -606,10 +609,17 @@ class PostgresTurnStore:
                     turns.c.turn_id == turn.turn_id, turns.c.status == "processing", turns.c.attempts == turn.attempt
                 )
                 .values(status="failed", assistant_message_id=None, failure=failed.reason, finished_at=sa.func.now())
-                .returning(turns.c.turn_id)
+                .returning(turns.c.conversation_id)
             )
-            if ended.first() is None:
+            row = ended.first()
+            if row is None:
                 return False
+            if turn.mode == "regenerate" and turn.target is not None and turn.target.role == "assistant":
+                # The path ended at the message being answered while the new reply was written: with no new reply,
+                # it goes back through the one that was to be replaced.
+                conversation = await self._locked_conversation(tx.session, row.conversation_id)
+                if conversation is not None and conversation.active_leaf_id == turn.reply_parent_id:
+                    await tree.make_active(tx.session, conversation.conversation_id, turn.target.message_id)
             await tx.publish(failed)
             return True
 

@@ -240,7 +240,6 @@ async def test_a_message_that_cannot_take_the_change_is_refused_and_nothing_is_a
     greeting, asked = path[0]["message_id"], path[1]["message_id"]
 
     cases = [
-        ("regenerate", asked, "not_allowed"),  # the user's own message
         ("regenerate", greeting, "not_allowed"),  # the greeting is not generated
         ("continue", asked, "not_allowed"),
         ("regenerate", str(uuid4()), "message_not_found"),
@@ -254,6 +253,31 @@ async def test_a_message_that_cannot_take_the_change_is_refused_and_nothing_is_a
     continued = await talk.client.send(talk.conversation_id, talk.character_id, "", mode="continue", message_id=reply)
     assert (await talk.client.until_final(continued.turn_id))[-1]["reason"].startswith("not_allowed")  # has a reply
     assert len((await talk.tree())["nodes"]) == 5
+
+
+async def test_a_failed_regenerate_leaves_the_old_reply_shown_and_a_user_message_can_be_answered_again(
+    talk: Talk, llm_stub: StubControl
+) -> None:
+    llm_stub.script(model="orrery-chat", content="The first answer.")
+    reply = await talk.turn("Answer me.")
+    llm_stub.script(model="orrery-chat", status=500, times=20)
+    failed = await talk.client.send(talk.conversation_id, talk.character_id, "", mode="regenerate", message_id=reply)
+    assert (await talk.client.until_final(failed.turn_id, timeout=60))[-1]["type"] == "error"
+    assert (await talk.path())[-1]["message_id"] == reply  # not left ending at the question
+    llm_stub.reset()
+
+    # A reply that failed leaves the user's message unanswered: regenerating that message answers it.
+    llm_stub.script(model="orrery-chat", status=500, times=20)
+    unanswered = await talk.client.send(talk.conversation_id, talk.character_id, "And again?")
+    assert (await talk.client.until_final(unanswered.turn_id, timeout=60))[-1]["type"] == "error"
+    question = (await talk.path())[-1]
+    assert question["content"] == "And again?"
+    llm_stub.reset()
+    llm_stub.script(model="orrery-chat", content="Here you are.")
+    answered = await talk.turn(mode="regenerate", message_id=question["message_id"])
+    path = await talk.path()
+    assert path[-1]["message_id"] == answered and path[-1]["parent_id"] == question["message_id"]
+    assert contents(path)[-2:] == ["And again?", "Here you are."]
 
 
 async def test_editing_a_reply_adds_the_users_text_as_an_alternative_without_asking_the_model(

@@ -782,10 +782,9 @@ function decorate(li, m, last) {
   const text = li.querySelector(".msg-text");
   if (text.textContent !== m.content) text.textContent = m.content;
   for (const stale of li.querySelectorAll(":scope > .msg-error, :scope > .button, :scope > .msg-tools")) stale.remove();
-  li.querySelector(".msg-meta").replaceChildren(
-    h("time", { datetime: m.created_at, title: fullTime(m.created_at) }, ago(m.created_at)),
-    m.status === "cancelled" ? h("span", { class: "tag" }, "stopped") : null,
-  );
+  const meta = li.querySelector(".msg-meta");
+  meta.replaceChildren(h("time", { datetime: m.created_at, title: fullTime(m.created_at) }, ago(m.created_at)));
+  if (m.status === "cancelled") meta.append(h("span", { class: "tag" }, "stopped"));
   li.append(messageTools(li, m, last));
   return li;
 }
@@ -793,7 +792,14 @@ function decorate(li, m, last) {
 function tool(name, glyph, label, onclick, { end = false } = {}) {
   return h(
     "button",
-    { type: "button", class: "tool", dataset: { tool: name, end: String(end) }, "aria-label": label, title: label, onclick },
+    {
+      type: "button",
+      class: "tool",
+      dataset: { tool: name, end: String(end) },
+      "aria-label": label,
+      title: label,
+      onclick,
+    },
     h("span", { "aria-hidden": "true" }, glyph),
   );
 }
@@ -818,7 +824,9 @@ function messageTools(li, m, last) {
     );
   }
   const actions = h("span", { class: "msg-actions" });
-  if (role === "assistant" && m.parent_id) actions.append(tool("regenerate", "↻", "Regenerate", () => startTurn("regenerate", id)));
+  if (role === "assistant" && m.parent_id) {
+    actions.append(tool("regenerate", "↻", "Regenerate", () => startTurn("regenerate", id)));
+  }
   if (role === "assistant" && last) actions.append(tool("continue", "»", "Continue", () => startTurn("continue", id)));
   actions.append(
     tool("edit", "✎", "Edit", () => openEditor(li)),
@@ -1072,7 +1080,9 @@ async function startTurn(mode, messageId, content = null) {
     if (userBubble) {
       userBubble.dataset.status = "sent";
       const sentAt = new Date().toISOString();
-      userBubble.querySelector(".msg-meta").replaceChildren(h("time", { datetime: sentAt, title: fullTime(sentAt) }, "just now"));
+      userBubble
+        .querySelector(".msg-meta")
+        .replaceChildren(h("time", { datetime: sentAt, title: fullTime(sentAt) }, "just now"));
     }
     reply.dataset.turnId = accepted.turn_id;
     reply.dataset.status = "streaming";
@@ -1117,7 +1127,9 @@ async function reworkFailed(turn, outcome) {
           // An edited message whose reply failed is stored: edit what now stands in its place.
           let id = turn.messageId;
           if (turn.mode === "edit" && !bubbleOf(id)) {
-            const standing = bubbles().find((b) => b.dataset.parentId === (turn.parentId ?? "") && b.dataset.role === turn.role);
+            const standing = bubbles().find(
+              (b) => b.dataset.parentId === (turn.parentId ?? "") && b.dataset.role === turn.role,
+            );
             if (standing) id = standing.dataset.messageId;
           }
           startTurn(turn.mode, id, turn.mode === "edit" ? turn.text : null);
@@ -1142,14 +1154,15 @@ async function openBranches() {
   } catch (error) {
     if (error instanceof SignedOut) return;
     body.replaceChildren();
-    $("branches-error").textContent = `The tree could not be read. ${plainError(error.code, error.message, error.retryAfter)}`;
+    const why = plainError(error.code, error.message, error.retryAfter);
+    $("branches-error").textContent = `The tree could not be read. ${why}`;
     return;
   }
   if (state.current !== current || !dialog.open) return;
   state.tree = tree;
   const busy = Boolean(state.activeTurn);
   body.replaceChildren(
-    busy ? h("p", { class: "fine-print" }, "A reply is being written: pick a message once it is done.") : null,
+    ...(busy ? [h("p", { class: "fine-print" }, "A reply is being written: pick a message once it is done.")] : []),
     branchList(tree, {
       who: whoOf,
       disabled: busy,
@@ -1164,7 +1177,7 @@ async function openBranches() {
   shown?.scrollIntoView({ block: "center" });
 }
 
-// --- keys, as SillyTavern has them: ← → the last reply's alternatives (→ past the last regenerates), ↑ edit ---
+// --- keys, as in SillyTavern: ← → the last reply's alternatives (→ past the last regenerates), ↑ edits ---
 
 function transcriptKeys(event) {
   if (!["ArrowLeft", "ArrowRight", "ArrowUp"].includes(event.key)) return;
@@ -1175,7 +1188,9 @@ function transcriptKeys(event) {
   const transcript = $("transcript");
   const fromComposer = target === input && input.value === "";
   const fromTranscript =
-    target instanceof Element && transcript.contains(target) && !target.closest("textarea, input, select, [contenteditable]");
+    target instanceof Element &&
+    transcript.contains(target) &&
+    !target.closest("textarea, input, select, [contenteditable]");
   if (!fromComposer && !fromTranscript) return;
   if (event.key === "ArrowUp") {
     if (target === transcript) return; // the log itself scrolls with ↑
