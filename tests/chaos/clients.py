@@ -1,8 +1,9 @@
 """The users of a chaos run, and what they saw.
 
-Each user signs in as a guest, spins a character and chats with it through both gateways, as a browser would:
-a dropped socket is reopened (on the other gateway) and the reply in flight resumed after the last `seq` seen; a
-few users drop their socket on purpose mid-reply. Every frame is recorded with the time it arrived, so the run
+Each user signs in as a guest, spins a character and chats with it through both gateways, as a browser would,
+now and then regenerating or continuing the last reply instead of sending a message; a dropped socket is
+reopened (on the other gateway) and the reply in flight resumed after the last `seq` seen; a few users drop
+their socket on purpose mid-reply. Every frame is recorded with the time it arrived, so the run
 can tell whether each reply arrived gapless and without repeats, what errors users saw, and how long replies
 stalled after each fault.
 """
@@ -25,6 +26,8 @@ from websockets.asyncio.client import ClientConnection, connect
 
 FRAME_WAIT_S = 150.0  # longer than the gateway's own silence limit (120 s): the platform reports, not the client
 DROP_MID_REPLY = 0.08  # the share of replies during which a user closes the socket and resumes elsewhere
+REGENERATE = 0.12  # the share of turns that regenerate the last reply
+CONTINUE = 0.08  # the share that continue it
 
 
 @dataclass
@@ -32,10 +35,12 @@ class TurnSeen:
     turn_id: str
     user: str
     accepted_at: float
+    mode: str = "reply"
     last_seq: int = 0
     frames: list[tuple[float, str, int]] = field(default_factory=list)  # (arrived, type, seq)
     final: str | None = None  # turn.done | turn.failed
     reason: str | None = None
+    message_id: str | None = None  # the stored reply (turn.done)
     gaps: int = 0
     repeats: int = 0
 
@@ -56,6 +61,12 @@ class TurnSeen:
         if kind in ("turn.done", "turn.failed"):
             self.final = kind
             self.reason = frame.get("reason")
+            self.message_id = frame.get("message_id")
+
+    @property
+    def refused_for_its_message(self) -> bool:
+        """Chat refused the turn for the message it names (it was never recorded, so never stored)."""
+        return self.final == "turn.failed" and (self.reason or "").startswith(("not_allowed", "message_not_found"))
 
 
 @dataclass
@@ -87,6 +98,7 @@ class User:
         self.character: str | None = None
         self.conversation: str | None = None
         self.in_flight: TurnSeen | None = None
+        self.last_reply: str | None = None  # the last reply stored, to regenerate or continue
 
     # --- sessions ---------------------------------------------------------------------------------------------
 
@@ -160,26 +172,35 @@ class User:
         if self.conversation is None:
             await send(ws, {"type": "start_conversation", "character_id": self.character})
             started = await self.expect(ws, "conversation.started")
+            if started is None:
+                raise Dropped  # refused (recorded): open another socket and start again
             self.conversation = started["conversation_id"]
         while time.time() < until:
-            await send(
-                ws,
-                {
-                    "type": "message",
-                    "conversation_id": self.conversation,
-                    "content": f"Tell me about the {self.rng.choice(WORDS)} of {self.rng.choice(WORDS)}.",
-                    "client_msg_id": uuid.uuid4().hex[:12],
-                },
-            )
+            await send(ws, self.next_turn())
             accepted = await self.expect(ws, "turn.accepted")
             if accepted is None:
                 await asyncio.sleep(1)  # refused (an error frame was recorded): try again
                 continue
-            turn = TurnSeen(accepted["turn_id"], self.user_id, time.time())
+            turn = TurnSeen(accepted["turn_id"], self.user_id, time.time(), accepted.get("mode", "reply"))
             self.seen.turns[turn.turn_id] = turn
             self.in_flight = turn
             await self.follow(ws, turn, may_drop=True)
+            self.last_reply = turn.message_id if turn.final == "turn.done" else None
             await asyncio.sleep(self.rng.uniform(0.1, 0.6))
+
+    def next_turn(self) -> dict[str, Any]:
+        """A message, or now and then a regenerate or a continue of the last reply."""
+        draw = self.rng.random()
+        if self.last_reply is not None and draw < REGENERATE:
+            return {"type": "regenerate", "message_id": self.last_reply}
+        if self.last_reply is not None and draw < REGENERATE + CONTINUE:
+            return {"type": "continue", "message_id": self.last_reply}
+        return {
+            "type": "message",
+            "conversation_id": self.conversation,
+            "content": f"Tell me about the {self.rng.choice(WORDS)} of {self.rng.choice(WORDS)}.",
+            "client_msg_id": uuid.uuid4().hex[:12],
+        }
 
     async def spin(self, ws: ClientConnection) -> str:
         while True:

@@ -26,6 +26,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -106,7 +107,7 @@ class Faults:
 # --- after the run ----------------------------------------------------------------------------------------------
 
 
-def query(sql: str, *params: object) -> list[tuple[object, ...]]:
+def query(sql: str, *params: object) -> list[tuple[Any, ...]]:
     with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
         return list(conn.execute(sql, params).fetchall())
 
@@ -182,25 +183,38 @@ async def verify(platform: ChaosPlatform, seen: Observations, faults: list[Fault
     rows = query(
         """
         SELECT t.turn_id::text, t.status,
-               (SELECT count(*) FROM chat.messages m WHERE m.turn_id = t.turn_id AND m.role = 'assistant')
+               (SELECT count(*) FROM chat.messages m WHERE m.turn_id = t.turn_id AND m.role = 'assistant'),
+               EXISTS (SELECT 1 FROM chat.messages m WHERE m.message_id = t.assistant_message_id)
         FROM chat.turns t WHERE t.turn_id = ANY(%s::uuid[])
         """,
         turn_ids,
     )
-    stored = {str(r[0]): (str(r[1]), int(r[2])) for r in rows}  # type: ignore[call-overload]
+    # A continue stores no message of its own (it extends one): its reply is the message the turn names.
+    stored = {str(r[0]): (str(r[1]), int(r[2])) for r in rows}
+    has_reply = {str(r[0]): bool(r[3]) for r in rows}
+    refused = {t.turn_id for t in seen.turns.values() if t.refused_for_its_message and t.turn_id not in stored}
     verdict.count("turns accepted", len(turn_ids), must_be_zero=False)
+    modes = Counter(t.mode for t in seen.turns.values())
+    verdict.count("  reply / regenerate / continue", 0, must_be_zero=False)
+    verdict.rows[-1] = (
+        "  reply / regenerate / continue",
+        f"{modes['reply']} / {modes['regenerate']} / {modes['continue']}",
+    )
+    verdict.count("  refused for the message they name", len(refused), must_be_zero=False)
     statuses = Counter(status for status, _ in stored.values())
     verdict.count("  completed / cancelled / failed", 0, must_be_zero=False)
     verdict.rows[-1] = (
         "  completed / cancelled / failed",
         f"{statuses['completed']} / {statuses['cancelled']} / {statuses['failed']}",
     )
-    verdict.count("turns lost (accepted, never stored)", sum(1 for t in turn_ids if t not in stored))
+    verdict.count(
+        "turns lost (accepted, never stored)", sum(1 for t in turn_ids if t not in stored and t not in refused)
+    )
     verdict.count("turns stuck (still processing)", statuses["processing"])
     verdict.count("turns answered twice", sum(1 for _, replies in stored.values() if replies > 1))
     verdict.count(
         "turns completed without a stored reply",
-        sum(1 for status, replies in stored.values() if status == "completed" and replies != 1),
+        sum(1 for t, (status, _) in stored.items() if status == "completed" and not has_reply[t]),
     )
     verdict.count(
         "turns reported failed, then completed",
@@ -210,6 +224,11 @@ async def verify(platform: ChaosPlatform, seen: Observations, faults: list[Fault
             if t.final == "turn.failed" and stored.get(t.turn_id, ("",))[0] == "completed"
         ),
     )
+    verdict.count(
+        "replies users did not see end (their outcome is above)",
+        sum(1 for t in seen.turns.values() if t.final is None),
+        must_be_zero=False,
+    )
     verdict.count("stream gaps seen by users", sum(t.gaps for t in seen.turns.values()))
     verdict.count("stream repeats seen by users", sum(t.repeats for t in seen.turns.values()))
     spins = list(seen.spins)
@@ -218,8 +237,8 @@ async def verify(platform: ChaosPlatform, seen: Observations, faults: list[Fault
         spins,
     )[0][0]
     verdict.count("spins", len(spins), must_be_zero=False)
-    verdict.count("spins not ended", len(spins) - int(ended))  # type: ignore[call-overload]
-    verdict.count("outbox rows left", sum(int(query(f"SELECT count(*) FROM {s}.outbox")[0][0]) for s in SCHEMAS))  # type: ignore[call-overload]
+    verdict.count("spins not ended", len(spins) - int(ended))
+    verdict.count("outbox rows left", sum(int(query(f"SELECT count(*) FROM {s}.outbox")[0][0]) for s in SCHEMAS))
     verdict.count("dead-lettered messages", await dead_letters(platform.kafka.bootstrap))
     projects = query(
         """
@@ -230,7 +249,7 @@ async def verify(platform: ChaosPlatform, seen: Observations, faults: list[Fault
     )
     verdict.count(
         "dossiers whose versions skipped or repeated",
-        sum(1 for _, versions in projects if list(versions) != list(range(1, len(versions) + 1))),  # type: ignore[arg-type]
+        sum(1 for _, versions in projects if list(versions) != list(range(1, len(versions) + 1))),
     )
     verdict.count("dossiers written", len(projects), must_be_zero=False)
     errors = sorted(seen.errors.items(), key=lambda item: -item[1])
@@ -268,7 +287,17 @@ def table(faults: list[Fault], verdict: Verdict, took_s: float) -> str:
     return "\n".join(lines)
 
 
-async def chaos(faults: int, users: int, seed: int, gap_s: tuple[float, float], kinds: dict[str, int]) -> Verdict:
+async def chaos(
+    faults: int,
+    users: int,
+    seed: int,
+    gap_s: tuple[float, float],
+    kinds: dict[str, int],
+    finish_s: float = 200,
+    settle_s: float = 300,
+) -> Verdict:
+    """Run the platform under `faults` faults; then give users `finish_s` to see their replies in flight end and
+    the platform `settle_s` to finish what it holds, and check the invariants."""
     rng = random.Random(seed)
     platform = ChaosPlatform()
     started = time.time()
@@ -287,8 +316,8 @@ async def chaos(faults: int, users: int, seed: int, gap_s: tuple[float, float], 
         for task in running:
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)
-        await asyncio.gather(*(p.finish_in_flight(time.time() + 200) for p in people), return_exceptions=True)
-        await settle(seen, 300)
+        await asyncio.gather(*(p.finish_in_flight(time.time() + finish_s) for p in people), return_exceptions=True)
+        await settle(seen, settle_s)
         verdict = await verify(platform, seen, injector.done)
         print(table(injector.done, verdict, time.time() - started), flush=True)
         return verdict
