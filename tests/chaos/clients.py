@@ -41,6 +41,7 @@ class TurnSeen:
     final: str | None = None  # turn.done | turn.failed
     reason: str | None = None
     message_id: str | None = None  # the stored reply (turn.done)
+    retryable: bool = True  # what turn.failed said
     gaps: int = 0
     repeats: int = 0
 
@@ -61,6 +62,7 @@ class TurnSeen:
         if kind in ("turn.done", "turn.failed"):
             self.final = kind
             self.reason = frame.get("reason")
+            self.retryable = bool(frame.get("retryable", True))
             self.message_id = frame.get("message_id")
 
     @property
@@ -238,7 +240,7 @@ class User:
                 continue
             turn.saw(frame)
             if turn.final == "turn.failed":
-                self.seen.error(f"turn_failed:{turn.reason}", True)
+                self.seen.error(f"turn_failed:{turn.reason}", turn.retryable)
             if drop_at is not None and turn.last_seq >= drop_at and turn.final is None:
                 await ws.close()
                 raise Dropped
