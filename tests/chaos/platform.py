@@ -1,5 +1,5 @@
 """The platform replicated as for a scaled deployment, on a broker and a Redis of the run's own, with a hand on
-every process: 2 gateways, 2 chat, 2 character-gen, 2 dossier and 1 auth, beside the local PostgreSQL.
+every process: 2 gateways, 2 chat, 2 character-gen, 2 dossier and 2 auth, beside the local PostgreSQL.
 
 Each gateway talks to "its" replica of every service (as a Kubernetes Service would spread them), every
 consumer uses static group membership (`ORRERY_KAFKA_GROUP_INSTANCE_ID`, its replica's name), and any process,
@@ -27,7 +27,7 @@ from tests.support.processes import free_port, start_module
 
 KAFKA_PORT, KAFKA_CONTROLLER_PORT = 49092, 49093
 SERVICES = {  # name: (module, replicas, environment prefix)
-    "auth": ("orrery_auth", 1, "ORRERY_AUTH"),
+    "auth": ("orrery_auth", 2, "ORRERY_AUTH"),
     "character-gen": ("orrery_character_gen", 2, "ORRERY_CHARACTER_GEN"),
     "chat": ("orrery_chat", 2, "ORRERY_CHAT"),
     "dossier": ("orrery_dossier", 2, "ORRERY_DOSSIER"),
