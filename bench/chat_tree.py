@@ -14,7 +14,6 @@ path of 80. Measures:
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import statistics
@@ -28,7 +27,15 @@ import httpx
 import sqlalchemy as sa
 from websockets.asyncio.client import connect
 
-from bench.e2e_stream import Platform, character, frames_until, pct, start_conversation, timed_message
+from bench.e2e_stream import (
+    Platform,
+    character,
+    frames_until,
+    on_platform,
+    pct,
+    start_conversation,
+    timed_message,
+)
 from orrery_chat import tree
 from orrery_chat.domain import MemoryPolicy, build_prompt
 from orrery_chat.settings import load
@@ -219,14 +226,5 @@ async def measure(platform: Platform) -> None:
     line("time to first token through the platform", ttft_big, ttft_small, "ratio near 1")
 
 
-def main() -> None:
-    platform = Platform()
-    try:
-        platform.up()
-        asyncio.run(asyncio.wait_for(measure(platform), 900))
-    finally:
-        platform.down()
-
-
 if __name__ == "__main__":
-    main()
+    on_platform(measure)

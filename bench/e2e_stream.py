@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -282,15 +283,20 @@ async def measure(platform: Platform) -> None:
     print(f"  idle sockets held by one gateway: {held:,}, RSS per socket {per_socket:.1f} KiB  (goal 10,000 at <= 24)")
 
 
-def main() -> None:
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+def on_platform(measure: Callable[[Platform], Awaitable[None]]) -> None:
+    """Start the platform, run `measure` on it (15 minutes at most), and stop it whatever happens."""
     platform = Platform()
     try:
         platform.up()
         asyncio.run(asyncio.wait_for(measure(platform), 900))
     finally:
         platform.down()
+
+
+def main() -> None:
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    on_platform(measure)
 
 
 if __name__ == "__main__":

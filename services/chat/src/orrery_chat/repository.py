@@ -18,6 +18,7 @@ from orrery_chat.ports import PathMessage, TreeNode
 from orrery_chat.store import message_in, read_persona
 from orrery_chat.tables import characters, conversations, messages, turns
 from orrery_shared.events import CharacterCreated, ConversationDeleted
+from orrery_shared.http import PG_INT_MAX
 
 
 async def upsert_character(session: AsyncSession, event: CharacterCreated) -> None:
@@ -99,10 +100,7 @@ async def active_path(session: AsyncSession, conversation_id: UUID, leaf: UUID |
     """The whole active path, oldest first (for an export)."""
     if leaf is None:
         return []
-    count = await session.scalar(
-        sa.select(sa.func.count()).select_from(messages).where(messages.c.conversation_id == conversation_id)
-    )
-    return list(reversed(await tree.page(session, conversation_id, leaf, int(count or 0) + 1)))
+    return list(reversed(await tree.page(session, conversation_id, leaf, PG_INT_MAX)))
 
 
 async def path_page(
@@ -199,6 +197,7 @@ async def insert_imported(
     message's swipes as its siblings (in their order, the shown one on the path)."""
     rows: list[dict[str, Any]] = []
     parent: UUID | None = None
+    chosen_row: dict[str, Any] | None = None  # the path's last message so far
     for entry in entries:
         sent_at = entry.sent_at or now
         ids = [uuid4() for _ in entry.alternatives]
@@ -216,10 +215,10 @@ async def insert_imported(
                     "created_at": sent_at,
                 }
             )
-        chosen = ids[entry.shown]
-        if parent is not None:
-            next(r for r in reversed(rows) if r["message_id"] == parent)["active_child_id"] = chosen
-        parent = chosen
+        if chosen_row is not None:
+            chosen_row["active_child_id"] = ids[entry.shown]
+        chosen_row = rows[len(rows) - len(ids) + entry.shown]
+        parent = ids[entry.shown]
     dates = [r["created_at"] for r in rows]
     await session.execute(
         conversations.insert().values(

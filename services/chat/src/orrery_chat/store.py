@@ -57,6 +57,15 @@ class _Conversation:
     active_leaf_id: UUID | None
 
 
+_CONVERSATION_COLUMNS = (
+    conversations.c.conversation_id,
+    conversations.c.user_id,
+    conversations.c.character_id,
+    conversations.c.project_id,
+    conversations.c.active_leaf_id,
+)
+
+
 def persona_of(row: Any) -> Persona:
     """The persona of anything carrying a character's fields by name: a `characters` row, or the
     `character.created` event itself."""
@@ -74,7 +83,7 @@ def persona_of(row: Any) -> Persona:
         owner_user_id=row.owner_user_id,
         portrait_url=row.portrait_url,
         tags=tuple(row.tags or ()),
-        alternate_greetings=tuple(getattr(row, "alternate_greetings", None) or ()),
+        alternate_greetings=tuple(row.alternate_greetings or ()),
     )
 
 
@@ -247,19 +256,8 @@ class PostgresTurnStore:
 
     async def _locked_conversation(self, session: AsyncSession, conversation_id: UUID) -> _Conversation | None:
         """The conversation's row, locked for the rest of the transaction."""
-        row = (
-            await session.execute(
-                sa.select(
-                    conversations.c.conversation_id,
-                    conversations.c.user_id,
-                    conversations.c.character_id,
-                    conversations.c.project_id,
-                    conversations.c.active_leaf_id,
-                )
-                .where(conversations.c.conversation_id == conversation_id)
-                .with_for_update()
-            )
-        ).first()
+        query = sa.select(*_CONVERSATION_COLUMNS).where(conversations.c.conversation_id == conversation_id)
+        row = (await session.execute(query.with_for_update())).first()
         return _Conversation(*row) if row else None
 
     async def _locked_conversation_and_persona(
@@ -268,14 +266,7 @@ class PostgresTurnStore:
         """The conversation's row, locked for the rest of the transaction, with its character (read together)."""
         row = (
             await session.execute(
-                sa.select(
-                    conversations.c.conversation_id,
-                    conversations.c.user_id,
-                    conversations.c.character_id.label("conversation_character_id"),
-                    conversations.c.project_id,
-                    conversations.c.active_leaf_id,
-                    *characters.c,
-                )
+                sa.select(*(c.label(f"conversation_{c.name}") for c in _CONVERSATION_COLUMNS), *characters.c)
                 .select_from(
                     conversations.outerjoin(characters, characters.c.character_id == conversations.c.character_id)
                 )
@@ -285,9 +276,7 @@ class PostgresTurnStore:
         ).first()
         if row is None:
             return None
-        conversation = _Conversation(
-            row.conversation_id, row.user_id, row.conversation_character_id, row.project_id, row.active_leaf_id
-        )
+        conversation = _Conversation(*row[: len(_CONVERSATION_COLUMNS)])
         return conversation, persona_of(row) if row.character_id is not None else None
 
     async def _open_conversation(
@@ -534,16 +523,10 @@ class PostgresTurnStore:
     async def finish(self, turn: StartedTurn, reply: Reply, completed: ChatTurnCompleted) -> StoredMessage | None:
         async with self.db.transaction() as tx:
             session = tx.session
-            message_id = (
-                turn.target.message_id
-                if turn.mode == "continue" and turn.target
-                else completed.assistant_message.message_id
-            )
+            message_id = completed.assistant_message.message_id  # a continue's names the message it extends
             ended = await session.execute(
                 turns.update()
-                .where(
-                    turns.c.turn_id == turn.turn_id, turns.c.status == "processing", turns.c.attempts == turn.attempt
-                )
+                .where(_newest_attempt(turn))
                 .values(
                     status="completed" if reply.status == "complete" else "cancelled",
                     assistant_message_id=message_id,
@@ -605,9 +588,7 @@ class PostgresTurnStore:
         async with self.db.transaction() as tx:
             ended = await tx.session.execute(
                 turns.update()
-                .where(
-                    turns.c.turn_id == turn.turn_id, turns.c.status == "processing", turns.c.attempts == turn.attempt
-                )
+                .where(_newest_attempt(turn))
                 .values(status="failed", assistant_message_id=None, failure=failed.reason, finished_at=sa.func.now())
                 .returning(turns.c.conversation_id)
             )
